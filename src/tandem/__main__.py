@@ -1,0 +1,5 @@
+"""``python -m tandem`` runs the CLI."""
+
+from tandem.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The ``tandem`` command: assembles the sub-commands of ``tandem.commands``.
+
+User mistakes arrive here as ``TandemError`` and are printed as one line on stderr with a
+non-zero exit status; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from tandem import __version__
+from tandem.commands import demo, trace
+from tandem.errors import TandemError
+
+app = typer.Typer(
+    name="tandem",
+    help="Plan, simulate and schedule prefill/decode disaggregated LLM serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(trace.app, name="trace")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tandem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Plan, simulate and schedule prefill/decode disaggregated LLM serving."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except TandemError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Small helpers shared by the commands: JSON output and rich tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output on stdout (nothing else is printed with ``--json``)."""
+    typer.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(_fmt(v) for v in row))
+    Console().print(table)
+
+
+def print_mapping(title: str, mapping: Mapping[str, Any]) -> None:
+    print_table(title, ["metric", "value"], [(k, v) for k, v in mapping.items()])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,50 @@
+"""The one cost-model interface that the simulator, the planner and the rescheduler ask.
+
+An instance is model x hardware x tensor-parallel degree; a ``CostModel`` answers, for one
+instance:
+
+- how long a prefill batch takes (``prefill_time_s``);
+- how long one decode step takes for a batch (``decode_step_time_s``). At a fixed batch size the
+  step time must be *linear in the total context tokens* of the batch (``decode_step_coeffs``):
+  the simulator advances a decode batch in closed form between events using that line;
+- how long copying the KV cache of ``n`` tokens to another instance takes;
+- how many tokens of KV cache fit (``kv_capacity_tokens``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+
+class CostModel(ABC):
+    """Time and memory of one serving instance. Implementations are immutable."""
+
+    #: Human-readable name (the profile name for built-in profiles).
+    name: str
+    #: KV-cache tokens that fit on the instance after weights and activation reserve.
+    kv_capacity_tokens: int
+    #: Bytes of KV cache per token (all layers, K and V) on the instance.
+    kv_bytes_per_token: int
+
+    @abstractmethod
+    def prefill_time_s(self, prompt_lens: Sequence[int]) -> float:
+        """Seconds to prefill one batch made of prompts with these lengths (tokens)."""
+
+    @abstractmethod
+    def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:
+        """``(base_s, per_context_token_s)`` so that one decode step of a batch of
+        ``batch_size`` requests holding ``ctx`` context tokens in total takes
+        ``base_s + per_context_token_s * ctx`` seconds."""
+
+    @abstractmethod
+    def kv_transfer_time_s(self, num_tokens: int) -> float:
+        """Seconds to copy the KV cache of ``num_tokens`` tokens between two instances
+        (link latency plus bytes over link bandwidth)."""
+
+    def decode_step_time_s(self, batch_size: int, total_context_tokens: int) -> float:
+        """Seconds for one decode step of ``batch_size`` requests with this much context."""
+        if batch_size <= 0:
+            return 0.0
+        base_s, slope_s = self.decode_step_coeffs(batch_size)
+        return base_s + slope_s * total_context_tokens

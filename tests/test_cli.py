@@ -1,0 +1,69 @@
+"""The command line: version, trace stats, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tandem import __version__
+from tandem.cli import app
+
+runner = CliRunner()
+DATA = Path(__file__).parent / "data"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tandem", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_trace_stats_json_reports_azure_conv_count() -> None:
+    result = runner.invoke(app, ["trace", "stats", "azure-conv", "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["num_requests"] == 19366
+    for key in ("duration_s", "mean_rate_rps", "interarrival_cv"):
+        assert stats[key] > 0
+    assert set(stats["output_tokens"]) == {"mean", "p50", "p90", "p99", "max"}
+
+
+def test_trace_stats_plot_writes_png(tmp_path: Path) -> None:
+    out = tmp_path / "s.png"
+    result = runner.invoke(
+        app, ["trace", "stats", str(DATA / "burstgpt_sample.csv"), "--plot", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1000
+
+
+def test_unknown_workload_is_a_one_line_error_with_choices() -> None:
+    proc = run_cli("trace", "stats", "nope")
+    assert proc.returncode == 2
+    assert "unknown workload 'nope'" in proc.stderr and "azure-conv" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_malformed_trace_error_and_skip_bad(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.68,374,44\n"
+        "2023-11-16 18:15:47.0,x,3\n"
+    )
+    proc = run_cli("trace", "stats", str(bad))
+    assert proc.returncode == 2 and "line 3" in proc.stderr and "ContextTokens" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("trace", "stats", str(bad), "--skip-bad", "--json")
+    assert proc.returncode == 0
+    stats = json.loads(proc.stdout)
+    assert stats["num_requests"] == 1 and "skipped 1 malformed rows" in stats["notes"][0]

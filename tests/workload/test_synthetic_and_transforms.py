@@ -1,0 +1,100 @@
+"""Synthetic generators and transforms: seeded, deterministic, and doing what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tandem.errors import ConfigError
+from tandem.workload.request import workload_from_arrays
+from tandem.workload.synthetic import (
+    EmpiricalLength,
+    FixedLength,
+    LognormalLength,
+    UniformLength,
+    parse_length_spec,
+    synthetic_workload,
+)
+from tandem.workload.transforms import (
+    cap_lengths,
+    limit,
+    repeat,
+    scale_lengths,
+    scale_rate,
+    time_window,
+)
+
+
+def make(seed: int = 0, cv: float = 1.0, n: int = 20000):
+    return synthetic_workload(
+        num_requests=n,
+        rate_rps=10.0,
+        cv=cv,
+        input_len=UniformLength(10, 20),
+        output_len=LognormalLength(200, 1.0),
+        seed=seed,
+    )
+
+
+def test_same_seed_same_workload_and_other_seed_differs() -> None:
+    assert make(1).requests == make(1).requests
+    assert make(1).requests != make(2).requests
+
+
+@pytest.mark.parametrize("cv", [1.0, 3.0, 0.5])
+def test_arrival_rate_and_cv_match_the_request(cv: float) -> None:
+    w = make(cv=cv)
+    gaps = np.diff(w.arrivals_s)
+    assert gaps.mean() == pytest.approx(0.1, rel=0.05)
+    assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.1)
+
+
+def test_length_distributions() -> None:
+    rng = np.random.default_rng(0)
+    assert set(FixedLength(7).sample(5, rng)) == {7}
+    u = UniformLength(3, 5).sample(1000, rng)
+    assert u.min() == 3 and u.max() == 5
+    ln = LognormalLength(500, 2.0, max_tokens=4000).sample(50000, rng)
+    assert ln.min() >= 1 and ln.max() <= 4000
+    assert set(EmpiricalLength((4, 9)).sample(100, rng)) == {4, 9}
+    assert parse_length_spec("lognormal:100:1.5:900") == LognormalLength(100.0, 1.5, 900)
+    with pytest.raises(ConfigError, match="bad length spec"):
+        parse_length_spec("normal:5")
+
+
+def test_bad_synthetic_parameters_are_refused() -> None:
+    with pytest.raises(ConfigError, match="rate"):
+        synthetic_workload(
+            num_requests=5, rate_rps=-1, input_len=FixedLength(1), output_len=FixedLength(1)
+        )
+    with pytest.raises(ConfigError):
+        FixedLength(0)
+
+
+W = workload_from_arrays("t", [0.0, 1.0, 2.0, 3.0], [10, 20, 30, 40], [5, 50, 500, 5000])
+
+
+def test_scale_rate_divides_arrival_times() -> None:
+    assert [r.arrival_s for r in scale_rate(W, 2.0)] == [0.0, 0.5, 1.0, 1.5]
+
+
+def test_time_window_keeps_half_open_interval_and_shifts() -> None:
+    w = time_window(W, 1.0, 3.0)
+    assert [(r.request_id, r.arrival_s, r.prompt_tokens) for r in w] == [(0, 0.0, 20), (1, 1.0, 30)]
+
+
+def test_cap_and_scale_lengths() -> None:
+    assert [r.output_tokens for r in cap_lengths(W, max_output_tokens=100)] == [5, 50, 100, 100]
+    assert [r.prompt_tokens for r in scale_lengths(W, prompt_factor=0.01)] == [1, 1, 1, 1]
+
+
+def test_limit_and_repeat() -> None:
+    assert len(limit(W, 2)) == 2
+    r = repeat(W, 3)
+    assert len(r) == 12 and [x.request_id for x in r] == list(range(12))
+    assert np.all(np.diff(r.arrivals_s) > 0)
+    assert r[4].arrival_s == pytest.approx(4.0)
+
+
+def test_transforms_record_notes() -> None:
+    assert scale_rate(W, 2.0).notes == ("rate x2",)
