@@ -130,7 +130,8 @@ def compute_metrics(
     """vLLM-style metrics of finished requests.
 
     ``duration_s`` defaults to first arrival to last finish. ``num_failed`` requests (rejected,
-    errored) count in the attainment denominator as misses.
+    errored) count in the attainment denominator as misses. ITL keys appear when at least one
+    record carries its inter-token gaps.
     """
     n = len(records)
     itl_parts = [np.asarray(r.itl_s, dtype=float) for r in records if r.itl_s is not None]
@@ -190,7 +191,8 @@ def compute_metrics_arrays(
     tpot_all[multi] = (finish_s[multi] - first_token_s[multi]) / (output_tokens[multi] - 1)
     _describe(out, "ttft", ttft, pcts)
     _describe(out, "tpot", tpot_all[multi], pcts)
-    _describe(out, "itl", itl_s if itl_s is not None else np.empty(0), pcts)
+    if itl_s is not None:  # omitted, not zero, when inter-token gaps were not recorded
+        _describe(out, "itl", itl_s, pcts)
     _describe(out, "e2el", e2e, pcts)
     if slo is not None and not slo.is_empty:
         ok = np.ones(n, dtype=bool)

@@ -1,0 +1,74 @@
+"""Simulator speed: simulated requests per wall-clock second, and fast-forward vs exact.
+
+1. 1,000,000 requests (azure-conv replayed back to back) on 32 prefill + 32 decode instances,
+   fast-forward mode: requests/s of wall time for the simulation itself (workload building
+   excluded).
+2. The fast-forward / exact (token-by-token) speedup on a smaller run of the same trace.
+3. A 256 prefill + 256 decode cluster runs (its rate is printed too).
+
+Last line: ``requests_per_s=<number> speedup_vs_exact=<number>``.
+Usage: ``python benchmarks/sim_speed.py [--requests N] [--profile NAME]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tandem.perf.registry import get_profile
+from tandem.sim import ClusterConfig, simulate
+from tandem.workload import load_workload
+from tandem.workload.transforms import limit, repeat, scale_rate
+
+
+def timed_run(workload, config):  # noqa: ANN001, ANN201
+    start = time.perf_counter()
+    result = simulate(workload, config)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--profile", default="llama3-8b_a100_tp1")
+    parser.add_argument("--exact-requests", type=int, default=20_000)
+    args = parser.parse_args()
+
+    cost = get_profile(args.profile)
+    base = load_workload("azure-conv")
+    copies = -(-args.requests // len(base))
+    # 32P32D serve ~16x the trace's rate (5.5 req/s) without saturating.
+    big = scale_rate(limit(repeat(base, copies), args.requests), 16.0)
+    config = ClusterConfig(32, 32, cost, cost, placement="least-kv")
+    result, seconds = timed_run(big, config)
+    m = result.metrics()
+    rps = len(big) / seconds
+    print(
+        f"32P32D {len(big):,} requests: {seconds:.1f} s wall, {rps:,.0f} simulated requests/s; "
+        f"completed {m['num_completed']:,}, p99 TPOT {m['p99_tpot_ms']:.1f} ms"
+    )
+
+    small = scale_rate(limit(base, args.exact_requests), 2.0)
+    small_config = ClusterConfig(2, 2, cost, cost, placement="least-kv")
+    fast, fast_s = timed_run(small, small_config)
+    exact_config = ClusterConfig(2, 2, cost, cost, placement="least-kv", exact=True)
+    exact, exact_s = timed_run(small, exact_config)
+    drift = float(abs(fast.finish_s - exact.finish_s).max())
+    speedup = exact_s / fast_s
+    print(
+        f"2P2D {len(small):,} requests: fast {fast_s:.2f} s, exact {exact_s:.2f} s, "
+        f"speedup {speedup:.1f}x, max |finish difference| {drift:.2e} s"
+    )
+
+    huge = scale_rate(limit(repeat(base, 6), 100_000), 120.0)
+    huge_config = ClusterConfig(256, 256, cost, cost, placement="least-kv")
+    result, seconds = timed_run(huge, huge_config)
+    print(
+        f"256P256D {len(huge):,} requests: {seconds:.1f} s wall, "
+        f"{len(huge) / seconds:,.0f} requests/s, completed {result.metrics()['num_completed']:,}"
+    )
+    print(f"requests_per_s={rps:.0f} speedup_vs_exact={speedup:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""``tandem simulate``: run a workload on a simulated P/D cluster and print metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tandem.commands._output import print_json, print_mapping
+from tandem.errors import ConfigError
+from tandem.metrics.serving import SLO, parse_slo
+from tandem.sim import ClusterConfig, SimResult, simulate
+from tandem.sim.goodput import find_max_rate_scale
+from tandem.workload import Workload, load_workload
+from tandem.workload.transforms import limit, scale_rate
+
+DEFAULT_PROFILE = "llama3-8b_a100_tp1"
+
+SHOWN = (
+    "num_requests",
+    "num_completed",
+    "num_rejected",
+    "num_preempted",
+    "slo_attainment",
+    "request_goodput",
+    "request_throughput",
+    "output_throughput",
+    "mean_ttft_ms",
+    "p99_ttft_ms",
+    "mean_tpot_ms",
+    "p99_tpot_ms",
+    "mean_e2el_ms",
+    "p99_e2el_ms",
+)
+
+
+def load_cost_model(profile: str):  # noqa: ANN201 - CostModel, imported lazily
+    """A built-in profile name or a user's profile file."""
+    from tandem.perf.registry import get_profile
+
+    return get_profile(profile)
+
+
+def prepare_workload(
+    workload: str, rate_scale: float, num_requests: int | None, skip_bad: bool
+) -> Workload:
+    w = load_workload(workload, skip_bad=skip_bad)
+    if num_requests is not None:
+        w = limit(w, num_requests)
+    if rate_scale != 1.0:
+        w = scale_rate(w, rate_scale)
+    return w
+
+
+def _progress_runner(as_json: bool):  # noqa: ANN202
+    """A rich progress bar for long runs (silent with --json or off a terminal)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} requests"),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=as_json,
+    )
+    return progress
+
+
+def run_simulation(w: Workload, config: ClusterConfig, as_json: bool) -> SimResult:
+    with _progress_runner(as_json) as progress:
+        task = progress.add_task("sim", total=len(w))
+        return simulate(w, config, lambda done, total: progress.update(task, completed=done))
+
+
+def goodput_search(w: Workload, config: ClusterConfig, slo: SLO) -> dict[str, Any]:
+    """DistServe goodput: highest rate scale with >= 90% attainment, in requests and tokens/s."""
+    if slo.is_empty:
+        raise ConfigError("--find-goodput needs --slo (for example ttft=2s,tpot=100ms)")
+
+    def attainment(scale: float) -> float:
+        return float(simulate(scale_rate(w, scale), config).metrics(slo)["slo_attainment"])
+
+    found = find_max_rate_scale(attainment)
+    base_rate = len(w) / w.duration_s if w.duration_s > 0 else 0.0
+    tokens = float(w.prompt_tokens.sum() + w.output_tokens.sum())
+    token_rate = tokens / w.duration_s if w.duration_s > 0 else 0.0
+    return {
+        "goodput_rate_scale": found.rate_scale,
+        "goodput_rps": found.rate_scale * base_rate,
+        "goodput_tokens_per_s": found.rate_scale * token_rate,
+        "goodput_attainment": found.attainment,
+        "goodput_num_runs": found.num_runs,
+    }
+
+
+def simulate_command(
+    workload: str = typer.Option(
+        "azure-conv", "--workload", "-w", help="Embedded workload or trace path."
+    ),
+    profile: str = typer.Option(
+        DEFAULT_PROFILE, "--profile", help="Performance profile name or file."
+    ),
+    prefill: int = typer.Option(4, "--prefill", help="Number of prefill instances."),
+    decode: int = typer.Option(4, "--decode", help="Number of decode instances."),
+    dispatch: str = typer.Option(
+        "least-queued-tokens", "--dispatch", help="Prefill dispatch policy."
+    ),
+    placement: str = typer.Option("round-robin", "--placement", help="Decode placement policy."),
+    rescheduler: str = typer.Option("none", "--rescheduler", help="Decode rescheduler."),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the arrival rate."),
+    num_requests: int | None = typer.Option(
+        None, "--num-requests", help="Use only the first N requests."
+    ),
+    max_batch: int = typer.Option(256, "--max-batch", help="Decode batch size limit."),
+    prefill_budget: int = typer.Option(
+        8192, "--prefill-budget", help="Prefill batch token budget."
+    ),
+    slo_text: str = typer.Option("", "--slo", help="SLOs, e.g. ttft=2s,tpot=100ms,e2e=60s."),
+    exact: bool = typer.Option(False, "--exact", help="Step token by token (slow; for checking)."),
+    find_goodput: bool = typer.Option(
+        False, "--find-goodput", help="Search the highest load with >= 90% attainment."
+    ),
+    timeline: Path | None = typer.Option(
+        None, "--timeline", help="Plot per-instance batch and KV use to this PNG."
+    ),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed trace rows."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Simulate a workload on a P/D cluster; print vLLM-style metrics."""
+    if rate_scale <= 0:
+        raise ConfigError(f"--rate-scale must be > 0, got {rate_scale}")
+    slo = parse_slo(slo_text)
+    cost = load_cost_model(profile)
+    config = ClusterConfig(
+        num_prefill=prefill,
+        num_decode=decode,
+        prefill_cost=cost,
+        decode_cost=cost,
+        max_batch_size=max_batch,
+        prefill_token_budget=prefill_budget,
+        dispatch=dispatch,
+        placement=placement,
+        rescheduler=rescheduler,
+        exact=exact,
+        record_timeline=timeline is not None,
+    )
+    w = prepare_workload(workload, rate_scale, num_requests, skip_bad)
+    result = run_simulation(w, config, as_json)
+    metrics = result.metrics(slo)
+    metrics.update(
+        {"workload": w.name, "profile": profile, "num_prefill": prefill, "num_decode": decode}
+    )
+    if find_goodput:
+        metrics.update(goodput_search(w, config, slo))
+    if timeline is not None:
+        from tandem.sim.plot import plot_timeline
+
+        plot_timeline(result, timeline)
+    if as_json:
+        print_json(metrics)
+        return
+    shown = {k: metrics[k] for k in SHOWN if metrics.get(k) is not None}
+    shown.update({k: v for k, v in metrics.items() if k.startswith("goodput_")})
+    print_mapping(f"{w.name} on {prefill}P{decode}D ({profile}, {placement})", shown)
+    if timeline is not None:
+        typer.echo(f"timeline written to {timeline}")

@@ -1,0 +1,231 @@
+"""The simulator: a workload flowing through prefill instances, KV links and decode instances,
+with the control-plane policies making every decision.
+
+Life of a request (P/D disaggregated), as simulated:
+
+1. Arrives (from the trace); rejected at once, with a reason, if its prompt plus output can
+   never fit one decode instance's KV cache. Otherwise the dispatch policy picks a prefill
+   instance and it joins that instance's FCFS queue.
+2. Prefill runs in batches up to a token budget; it produces the first output token.
+3. The placement policy picks a decode instance; the request waits there for memory, which is
+   reserved before its KV is copied over the instance's inbound link (transfers on one link
+   queue behind each other).
+4. TTFT ends when the KV has arrived: the first token reaches the client then. TTFT therefore
+   counts prefill queueing, prefill, waiting for decode memory and the KV transfer, and not the
+   first decode step (which produces token 2). A one-token request ends at its prefill.
+5. It decodes in the continuous batch (see ``decode``), possibly preempted and recomputed.
+6. It finishes after its last token; metrics are computed from the per-request timestamps.
+
+Events at the same time run in the order (time, priority, sequence number); arrivals are
+merged from the sorted workload instead of sitting in the heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tandem.control.policies import make_dispatch, make_placement, make_rescheduler
+from tandem.control.views import NewRequestView
+from tandem.errors import ConfigError
+from tandem.perf.base import CostModel
+from tandem.sim.decode import DecodeInstance
+from tandem.sim.events import Clock, EventQueue, Priority
+from tandem.sim.prefill import PrefillInstance
+from tandem.sim.request import SimRequest
+from tandem.sim.result import SimResult
+from tandem.workload.request import Workload
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A P/D cluster: instance counts, their cost models, batching limits and policies."""
+
+    num_prefill: int
+    num_decode: int
+    prefill_cost: CostModel
+    decode_cost: CostModel
+    max_batch_size: int = 256
+    prefill_token_budget: int = 8192
+    dispatch: str = "least-queued-tokens"
+    placement: str = "round-robin"
+    rescheduler: str = "none"
+    exact: bool = False
+    record_timeline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_prefill < 1 or self.num_decode < 1:
+            raise ConfigError(
+                f"a cluster needs at least one prefill and one decode instance, got "
+                f"{self.num_prefill}P{self.num_decode}D"
+            )
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max batch size must be >= 1, got {self.max_batch_size}")
+        if self.prefill_token_budget < 1:
+            raise ConfigError(f"prefill token budget must be >= 1, got {self.prefill_token_budget}")
+        # Unknown policy names fail here, before any work.
+        make_dispatch(self.dispatch)
+        make_placement(self.placement)
+        make_rescheduler(self.rescheduler)
+
+
+class Simulator:
+    """One run of a workload on a cluster. Create a new one per run."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.queue = EventQueue()
+        self.clock = Clock()
+        self.dispatch = make_dispatch(config.dispatch)
+        self.placement = make_placement(config.placement)
+        self.rescheduler = make_rescheduler(config.rescheduler)
+        self.prefill = [
+            PrefillInstance(i, config.prefill_cost, config.prefill_token_budget)
+            for i in range(config.num_prefill)
+        ]
+        self.decode = [
+            DecodeInstance(
+                i,
+                config.decode_cost,
+                config.max_batch_size,
+                self.queue,
+                self.clock,
+                self._start_transfer,
+                self._finished,
+                exact=config.exact,
+                record_timeline=config.record_timeline,
+            )
+            for i in range(config.num_decode)
+        ]
+        self.num_done = 0
+
+    # -- callbacks from decode instances ------------------------------------------------------
+
+    def _start_transfer(self, request: SimRequest, instance: DecodeInstance, now_s: float) -> None:
+        start = max(now_s, instance.link_free_s)
+        end = start + self.config.decode_cost.kv_transfer_time_s(request.need_tokens)
+        instance.link_free_s = end
+        self.queue.push(end, Priority.TRANSFER_DONE, (instance, request))
+
+    def _finished(self, request: SimRequest, now_s: float) -> None:
+        request.finish_s = now_s
+        self.num_done += 1
+
+    # -- event handlers -----------------------------------------------------------------------
+
+    def _arrived(self, request: SimRequest, now_s: float) -> bool:
+        if (
+            request.prompt_tokens + request.output_tokens
+            > self.config.decode_cost.kv_capacity_tokens
+        ):
+            return False
+        view = NewRequestView(request.request_id, request.arrival_s, request.prompt_tokens)
+        instance = self.prefill[self.dispatch.choose(view, self.prefill)]
+        instance.enqueue(request)
+        if not instance.busy:
+            self._start_prefill(instance, now_s)
+        return True
+
+    def _start_prefill(self, instance: PrefillInstance, now_s: float) -> None:
+        batch, duration = instance.next_batch()
+        self.queue.push(now_s + duration, Priority.PREFILL_DONE, (instance, batch))
+
+    def _prefill_done(
+        self, instance: PrefillInstance, batch: list[SimRequest], now_s: float
+    ) -> None:
+        instance.finish_batch(batch)
+        for request in batch:
+            request.generated = 1
+            if request.output_tokens == 1:
+                request.first_token_s = now_s
+                self._finished(request, now_s)
+                continue
+            request.need_tokens = request.prompt_tokens + 1
+            view = NewRequestView(request.request_id, request.arrival_s, request.prompt_tokens)
+            self.decode[self.placement.choose(view, self.decode)].place(request, now_s)
+        if instance.queue:
+            self._start_prefill(instance, now_s)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(
+        self, workload: Workload, progress: Callable[[int, int], None] | None = None
+    ) -> SimResult:
+        """Simulate ``workload`` to completion; ``progress(done, total)`` is called now and then."""
+        requests = [
+            SimRequest(i, r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens)
+            for i, r in enumerate(workload.requests)
+        ]
+        total = len(requests)
+        rejected: list[int] = []
+        queue = self.queue
+        interval = self.rescheduler.interval_s
+        if interval is not None and total:
+            queue.push(requests[0].arrival_s + interval, Priority.TICK, None)
+        # The hot loop: locals and plain ints instead of attribute and enum lookups.
+        heap = queue.heap
+        pop = heapq.heappop
+        clock = self.clock
+        arrived_priority = int(Priority.ARRIVED)
+        step_done, transfer_done = int(Priority.DECODE_STEP_DONE), int(Priority.TRANSFER_DONE)
+        prefill_done = int(Priority.PREFILL_DONE)
+        next_arrival = 0
+        events = 0
+        while True:
+            if next_arrival < total:
+                request = requests[next_arrival]
+                arrival_s = request.arrival_s
+                if (
+                    not heap
+                    or arrival_s < heap[0][0]
+                    or (arrival_s == heap[0][0] and arrived_priority < heap[0][1])
+                ):
+                    next_arrival += 1
+                    clock.now_s = arrival_s
+                    if not self._arrived(request, arrival_s):
+                        rejected.append(request.index)
+                        self.num_done += 1
+                    continue
+            elif not heap:
+                break
+            now_s, kind, _, _, payload = pop(heap)
+            clock.now_s = now_s
+            if kind == step_done:
+                payload[0].on_wake(now_s, payload[1], payload[2])
+            elif kind == transfer_done:
+                instance, request = payload
+                request.first_token_s = now_s
+                instance.transfer_done(request, now_s)
+            elif kind == prefill_done:
+                self._prefill_done(payload[0], payload[1], now_s)
+            else:
+                self._tick(now_s, total)
+            events += 1
+            if progress is not None and events % 50_000 == 0:
+                progress(self.num_done, total)
+        if progress is not None:
+            progress(self.num_done, total)
+        return SimResult.from_run(
+            workload.name, requests, rejected, self.prefill, self.decode, self.config
+        )
+
+    def _tick(self, now_s: float, total: int) -> None:
+        migrations = self.rescheduler.plan(now_s, self.decode)
+        if migrations:
+            raise ConfigError(
+                f"rescheduler '{self.config.rescheduler}' asked for migrations, which this "
+                "simulator version does not carry out"
+            )
+        interval = self.rescheduler.interval_s
+        if interval is not None and self.num_done < total:
+            self.queue.push(now_s + interval, Priority.TICK, None)
+
+
+def simulate(
+    workload: Workload,
+    config: ClusterConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> SimResult:
+    """Run ``workload`` on a fresh simulator built from ``config``."""
+    return Simulator(config).run(workload, progress)

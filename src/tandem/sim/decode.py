@@ -1,0 +1,290 @@
+"""Decode instances: continuous batching under a KV capacity, advanced in closed form.
+
+Life of a request on a decode instance:
+
+1. ``place``: the placement policy sent it here; it waits in FIFO order for memory.
+2. At a step boundary, if its KV (prompt plus tokens so far) fits beside the running batch's
+   next step, the memory is reserved and the KV transfer from prefill starts (a request
+   preempted earlier is instead recomputed here, which lengthens the next step).
+3. When the transfer is done it joins the running batch at the next step boundary.
+4. Every step adds one token to every running request. When growth would exceed the
+   capacity, the newest request is preempted: its KV is dropped and it waits again, first in
+   line, to be recomputed (an out-of-memory event).
+5. After its last token it leaves and frees its KV.
+
+Speed: between batch changes the batch is fixed, and a step of ``B`` requests holding ``S``
+context tokens takes ``base(B) + slope(B) * S``, with ``S`` growing by ``B`` per step. The
+time after ``k`` steps is therefore ``t0 + extra + k*u + v*k*(k-1)/2`` with
+``u = base + slope*S0`` and ``v = slope*B``: the instance jumps straight to its next event
+(a request finishing, memory running out, or a step boundary where a newcomer joins). With
+``exact=True`` every step is an event; both modes give the same timestamps up to rounding.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+
+from tandem.control.views import RunningRequestView
+from tandem.perf.base import CostModel
+from tandem.sim.events import Clock, EventQueue, Priority
+from tandem.sim.request import SimRequest
+
+
+class DecodeInstance:
+    """One decode instance; implements ``tandem.control.views.DecodeInstanceView``."""
+
+    def __init__(
+        self,
+        instance_id: int,
+        cost: CostModel,
+        max_batch_size: int,
+        queue: EventQueue,
+        clock: Clock,
+        start_transfer: Callable[[SimRequest, DecodeInstance, float], None],
+        on_finish: Callable[[SimRequest, float], None],
+        *,
+        exact: bool = False,
+        record_timeline: bool = False,
+    ) -> None:
+        self.instance_id = instance_id
+        self.cost = cost
+        self.kv_capacity_tokens = cost.kv_capacity_tokens
+        self.max_batch_size = max_batch_size
+        self._queue = queue
+        self._clock = clock
+        self._start_transfer = start_transfer
+        self._on_finish = on_finish
+        self._exact = exact
+        self._coeffs: dict[int, tuple[float, float]] = {}
+        # Running batch, in the order requests joined (the last is the newest).
+        self._running: dict[int, SimRequest] = {}
+        self._finish_heap: list[tuple[int, int]] = []  # (finish step, request index)
+        self._waiting: deque[SimRequest] = deque()
+        self._joiners: list[SimRequest] = []
+        self.steps = 0
+        self._kv_tokens = 0  # as of the segment start
+        self.kv_reserved_tokens = 0
+        self._waiting_tokens = 0
+        self._num_in_transfer = 0
+        self._extra_s = 0.0
+        # The segment in progress (fixed batch) and its pending wake-up.
+        self._busy = False
+        self._seg_t0 = 0.0
+        self._seg_extra = 0.0
+        self._seg_u = 0.0
+        self._seg_v = 0.0
+        self._wake_k = 0
+        self._version = 0
+        self._cache_k = 0  # steps done as last computed for a view, valid until _cache_next_s
+        self._cache_next_s = 0.0
+        self.link_free_s = 0.0
+        self.num_preemptions = 0
+        self.busy_s = 0.0
+        self.timeline: list[tuple[float, int, int]] | None = [] if record_timeline else None
+
+    # -- views (as of the clock's now: the same in fast-forward and exact modes) -----------------
+
+    def _steps_now(self) -> int:
+        if not self._busy:
+            return 0
+        t = self._clock.now_s
+        if t < self._cache_next_s:  # views are read many times between step boundaries
+            return self._cache_k
+        k = self._steps_done_by(t)
+        self._cache_k = k
+        self._cache_next_s = self._time_after(k + 1) if k < self._wake_k else math.inf
+        return k
+
+    @property
+    def kv_used_tokens(self) -> int:
+        return self._kv_tokens + self._steps_now() * len(self._running)
+
+    @property
+    def kv_pending_tokens(self) -> int:
+        return self.kv_reserved_tokens + self._waiting_tokens
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_pending(self) -> int:
+        return len(self._waiting) + self._num_in_transfer + len(self._joiners)
+
+    def running(self) -> list[RunningRequestView]:
+        steps = self.steps + self._steps_now()
+        return [
+            RunningRequestView(
+                request_id=r.request_id,
+                prompt_tokens=r.prompt_tokens,
+                tokens_generated=(g := r.gen_at_join + steps - r.join_step),
+                kv_tokens=r.prompt_tokens + g,
+            )
+            for r in self._running.values()
+        ]
+
+    # -- stimuli from the cluster -------------------------------------------------------------
+
+    def place(self, request: SimRequest, now_s: float) -> None:
+        """The placement policy chose this instance for ``request``."""
+        request.decode_instance = self.instance_id
+        self._waiting.append(request)
+        self._waiting_tokens += request.need_tokens
+        self._kick(now_s)
+
+    def transfer_done(self, request: SimRequest, now_s: float) -> None:
+        """The request's KV has arrived; it joins at the next step boundary."""
+        self._num_in_transfer -= 1
+        self._joiners.append(request)
+        self._kick(now_s)
+
+    def on_wake(self, now_s: float, version: int, k: int) -> None:
+        """A scheduled step boundary; stale wake-ups (superseded by a later plan) are ignored."""
+        if version == self._version and self._busy:
+            self._boundary(now_s, k)
+
+    # -- closed-form timing -------------------------------------------------------------------
+
+    def _time_after(self, k: int) -> float:
+        return self._seg_t0 + self._seg_extra + k * self._seg_u + self._seg_v * (k * (k - 1) / 2)
+
+    def _steps_done_by(self, t: float) -> int:
+        """Steps of the current segment completed at or before ``t``."""
+        x = t - self._seg_t0 - self._seg_extra
+        u, v = self._seg_u, self._seg_v
+        if x < u:
+            return 0
+        if v <= 0.0:
+            k = int(x // u)
+        else:
+            b = u - v / 2
+            k = int((-b + math.sqrt(b * b + 2 * v * x)) / v)
+        k = max(0, min(k, self._wake_k))
+        while k < self._wake_k and self._time_after(k + 1) <= t:
+            k += 1
+        while k > 0 and self._time_after(k) > t:
+            k -= 1
+        return k
+
+    def _kick(self, now_s: float) -> None:
+        """Something arrived: act now if idle, else make sure we wake at the next boundary."""
+        if not self._busy:
+            self._boundary(now_s, 0)
+            return
+        nxt = self._steps_done_by(now_s) + 1
+        if nxt < self._wake_k:
+            self._schedule_wake(nxt)
+
+    def _schedule_wake(self, k: int) -> None:
+        self._wake_k = k
+        self._version += 1
+        self._queue.push(self._time_after(k), Priority.DECODE_STEP_DONE, (self, self._version, k))
+
+    # -- a step boundary ----------------------------------------------------------------------
+
+    def _boundary(self, now_s: float, k: int) -> None:
+        if self._busy:
+            self.steps += k
+            self._kv_tokens += k * len(self._running)
+            self.busy_s += now_s - self._seg_t0
+            self._busy = False
+        self._finish_due(now_s)
+        for request in self._joiners:
+            self.kv_reserved_tokens -= request.need_tokens
+            self._join(request)
+        self._joiners.clear()
+        self._preempt_if_needed()
+        self._admit_waiting(now_s)
+        self._start_segment(now_s)
+
+    def _finish_due(self, now_s: float) -> None:
+        heap = self._finish_heap
+        while heap and heap[0][0] <= self.steps:
+            step, index = heapq.heappop(heap)
+            request = self._running.get(index)
+            if (
+                request is None
+                or request.join_step + request.output_tokens - request.gen_at_join != step
+            ):
+                continue  # stale: the request left (preempted or migrated) since
+            del self._running[index]
+            request.generated = request.output_tokens
+            self._kv_tokens -= request.prompt_tokens + request.output_tokens
+            self._on_finish(request, now_s)
+
+    def _join(self, request: SimRequest) -> None:
+        request.join_step = self.steps
+        request.gen_at_join = request.generated
+        self._running[request.index] = request
+        self._kv_tokens += request.prompt_tokens + request.generated
+        heapq.heappush(
+            self._finish_heap,
+            (self.steps + request.output_tokens - request.generated, request.index),
+        )
+
+    def _preempt_if_needed(self) -> None:
+        cap = self.kv_capacity_tokens - self.kv_reserved_tokens
+        while self._running and self._kv_tokens + len(self._running) > cap:
+            index = next(reversed(self._running))
+            victim = self._running.pop(index)
+            victim.generated = victim.gen_at_join + self.steps - victim.join_step
+            self._kv_tokens -= victim.prompt_tokens + victim.generated
+            victim.needs_recompute = True
+            victim.need_tokens = victim.prompt_tokens + victim.generated
+            victim.num_preemptions += 1
+            self.num_preemptions += 1
+            self._waiting.appendleft(victim)
+            self._waiting_tokens += victim.need_tokens
+
+    def _admit_waiting(self, now_s: float) -> None:
+        while self._waiting and (len(self._running) + self._num_in_transfer < self.max_batch_size):
+            request = self._waiting[0]
+            room = self.kv_capacity_tokens - self._kv_tokens - self.kv_reserved_tokens
+            if request.need_tokens + len(self._running) + 1 > room:
+                break  # FCFS: the head waits for memory, nobody overtakes it
+            self._waiting.popleft()
+            self._waiting_tokens -= request.need_tokens
+            if request.needs_recompute:
+                request.needs_recompute = False
+                self._extra_s += self.cost.prefill_time_s([request.need_tokens])
+                self._join(request)
+            else:
+                self.kv_reserved_tokens += request.need_tokens
+                self._num_in_transfer += 1
+                self._start_transfer(request, self, now_s)
+
+    def _start_segment(self, now_s: float) -> None:
+        batch = len(self._running)
+        if self.timeline is not None:
+            self.timeline.append((now_s, batch, self._kv_tokens))
+        if batch == 0:
+            return
+        coeffs = self._coeffs.get(batch)
+        if coeffs is None:
+            coeffs = self._coeffs[batch] = self.cost.decode_step_coeffs(batch)
+        base_s, slope_s = coeffs
+        heap = self._finish_heap
+        while True:  # drop stale heap entries so the top is a real finish
+            step, index = heap[0]
+            request = self._running.get(index)
+            if (
+                request is not None
+                and request.join_step + request.output_tokens - request.gen_at_join == step
+            ):
+                break
+            heapq.heappop(heap)
+        k_finish = heap[0][0] - self.steps
+        k_oom = (self.kv_capacity_tokens - self.kv_reserved_tokens - self._kv_tokens) // batch
+        k_end = 1 if self._exact else max(1, min(k_finish, k_oom))
+        self._seg_t0 = now_s
+        self._seg_extra = self._extra_s
+        self._extra_s = 0.0
+        self._seg_u = base_s + slope_s * self._kv_tokens
+        self._seg_v = slope_s * batch
+        self._busy = True
+        self._cache_k = 0
+        self._cache_next_s = self._seg_t0 + self._seg_extra + self._seg_u
+        self._schedule_wake(k_end)

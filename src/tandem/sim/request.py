@@ -1,0 +1,51 @@
+"""A request's state inside one simulation run."""
+
+from __future__ import annotations
+
+
+class SimRequest:
+    """Mutable per-run state of one request. ``output_tokens`` is the truth the data plane uses
+    to end the request; policies never see it."""
+
+    __slots__ = (
+        "index",
+        "request_id",
+        "arrival_s",
+        "prompt_tokens",
+        "output_tokens",
+        "generated",
+        "first_token_s",
+        "finish_s",
+        "num_preemptions",
+        "needs_recompute",
+        "need_tokens",
+        "join_step",
+        "gen_at_join",
+        "decode_instance",
+    )
+
+    def __init__(
+        self, index: int, request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int
+    ) -> None:
+        self.index = index
+        self.request_id = request_id
+        self.arrival_s = arrival_s
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        #: Output tokens produced so far (the first comes from prefill).
+        self.generated = 0
+        self.first_token_s: float | None = None
+        self.finish_s: float | None = None
+        self.num_preemptions = 0
+        #: Preempted: its KV was dropped and must be recomputed where it resumes.
+        self.needs_recompute = False
+        #: KV tokens it needs to join a decode batch (prompt plus tokens so far).
+        self.need_tokens = 0
+        #: Decode instance step counter and tokens generated when it joined the running batch.
+        self.join_step = 0
+        self.gen_at_join = 0
+        self.decode_instance = -1
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.prompt_tokens + self.generated

@@ -1,0 +1,101 @@
+"""What a simulation run produced: per-request timestamps, per-instance counters, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tandem.metrics.serving import SLO, compute_metrics_arrays
+from tandem.sim.request import SimRequest
+
+if TYPE_CHECKING:
+    from tandem.sim.cluster import ClusterConfig
+    from tandem.sim.decode import DecodeInstance
+    from tandem.sim.prefill import PrefillInstance
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Outcome of one run. Arrays are indexed by request position in the workload; rejected
+    requests have NaN timestamps."""
+
+    workload: str
+    config: ClusterConfig
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    num_preemptions: np.ndarray
+    #: Output tokens each request produced (equals ``output_tokens`` when it completed).
+    generated_tokens: np.ndarray
+    rejected: np.ndarray
+    decode_busy_s: tuple[float, ...]
+    prefill_busy_s: tuple[float, ...]
+    decode_timelines: tuple[tuple[tuple[float, int, int], ...], ...] | None
+
+    @classmethod
+    def from_run(
+        cls,
+        workload: str,
+        requests: Sequence[SimRequest],
+        rejected: Sequence[int],
+        prefill: Sequence[PrefillInstance],
+        decode: Sequence[DecodeInstance],
+        config: ClusterConfig,
+    ) -> SimResult:
+        n = len(requests)
+        nan = float("nan")
+        mask = np.zeros(n, dtype=bool)
+        mask[list(rejected)] = True
+        timelines = (
+            tuple(tuple(d.timeline) for d in decode if d.timeline is not None)
+            if config.record_timeline
+            else None
+        )
+        return cls(
+            workload=workload,
+            config=config,
+            arrival_s=np.fromiter((r.arrival_s for r in requests), float, n),
+            first_token_s=np.fromiter(
+                (nan if r.first_token_s is None else r.first_token_s for r in requests), float, n
+            ),
+            finish_s=np.fromiter(
+                (nan if r.finish_s is None else r.finish_s for r in requests), float, n
+            ),
+            prompt_tokens=np.fromiter((r.prompt_tokens for r in requests), np.int64, n),
+            output_tokens=np.fromiter((r.output_tokens for r in requests), np.int64, n),
+            num_preemptions=np.fromiter((r.num_preemptions for r in requests), np.int64, n),
+            generated_tokens=np.fromiter((r.generated for r in requests), np.int64, n),
+            rejected=mask,
+            decode_busy_s=tuple(d.busy_s for d in decode),
+            prefill_busy_s=tuple(p.busy_s for p in prefill),
+            decode_timelines=timelines,
+        )
+
+    @property
+    def completed(self) -> np.ndarray:
+        return ~self.rejected & ~np.isnan(self.finish_s)
+
+    def metrics(self, slo: SLO | None = None) -> dict[str, Any]:
+        """vLLM-style metrics plus ``num_completed``, ``num_preempted``, ``num_rejected`` and
+        ``slo_attainment`` (rejected requests count as misses)."""
+        done = self.completed
+        out = compute_metrics_arrays(
+            arrival_s=self.arrival_s[done],
+            first_token_s=self.first_token_s[done],
+            finish_s=self.finish_s[done],
+            prompt_tokens=self.prompt_tokens[done],
+            output_tokens=self.output_tokens[done],
+            slo=slo,
+            num_failed=int(self.rejected.sum()),
+        )
+        out["num_requests"] = int(self.arrival_s.size)
+        out["num_completed"] = int(done.sum())
+        out["num_preempted"] = int(self.num_preemptions.sum())
+        out["num_rejected"] = int(self.rejected.sum())
+        out.setdefault("slo_attainment", None)
+        return out

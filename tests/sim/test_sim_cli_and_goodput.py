@@ -1,0 +1,87 @@
+"""`tandem simulate` from the command line, the goodput search and the timeline plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tandem.cli import app
+from tandem.sim.goodput import find_max_rate_scale
+
+runner = CliRunner()
+BASE = [
+    "simulate",
+    "--workload",
+    "azure-conv",
+    "--num-requests",
+    "400",
+    "--prefill",
+    "1",
+    "--decode",
+    "1",
+]
+
+
+def test_simulate_json_has_vllm_keys_and_counts() -> None:
+    result = runner.invoke(app, [*BASE, "--slo", "ttft=2s,tpot=100ms", "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    for key in (
+        "mean_ttft_ms",
+        "p99_tpot_ms",
+        "request_goodput",
+        "num_completed",
+        "num_preempted",
+        "num_rejected",
+        "slo_attainment",
+    ):
+        assert key in m
+    assert m["num_completed"] + m["num_rejected"] == 400
+
+
+def test_simulate_timeline_plot(tmp_path: Path) -> None:
+    out = tmp_path / "timeline.png"
+    result = runner.invoke(app, [*BASE, "--timeline", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1000
+
+
+def test_find_goodput_reports_requests_and_tokens_per_second() -> None:
+    result = runner.invoke(app, [*BASE, "--slo", "ttft=1s,tpot=50ms", "--find-goodput", "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    assert m["goodput_rps"] > 0 and m["goodput_tokens_per_s"] > m["goodput_rps"]
+    assert m["goodput_attainment"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prefill", "0"], "at least one prefill"),
+        (["--placement", "magic"], "unknown placement policy"),
+        (["--rate-scale", "-1"], "--rate-scale must be > 0"),
+        (["--profile", "gpt-5_h100"], "unknown"),
+        (["--find-goodput"], "--find-goodput needs --slo"),
+    ],
+)
+def test_impossible_requests_are_refused_with_a_message(args: list[str], message: str) -> None:
+    from tandem.errors import TandemError
+
+    result = runner.invoke(app, [*BASE, *args])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, TandemError) and message in str(result.exception)
+
+
+def test_goodput_search_finds_the_threshold_of_a_monotone_attainment() -> None:
+    def attainment(scale: float) -> float:
+        return 1.0 if scale <= 3.3 else 0.5
+
+    found = find_max_rate_scale(attainment, rel_tol=0.01)
+    assert 3.3 * 0.99 <= found.rate_scale <= 3.3
+
+
+def test_goodput_search_when_even_tiny_load_fails() -> None:
+    assert find_max_rate_scale(lambda s: 0.0, max_doublings=4).rate_scale == 0.0
