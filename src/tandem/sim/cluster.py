@@ -26,12 +26,19 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tandem.control.policies import make_dispatch, make_placement, make_rescheduler
+from tandem.control.policies import (
+    DecodePlacementPolicy,
+    DecodeRescheduler,
+    make_dispatch,
+    make_placement,
+    make_rescheduler,
+)
 from tandem.control.views import NewRequestView
 from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
 from tandem.sim.decode import DecodeInstance
 from tandem.sim.events import Clock, EventQueue, Priority
+from tandem.sim.migration import MigrationManager, MigrationStats
 from tandem.sim.prefill import PrefillInstance
 from tandem.sim.request import SimRequest
 from tandem.sim.result import SimResult
@@ -73,13 +80,20 @@ class ClusterConfig:
 class Simulator:
     """One run of a workload on a cluster. Create a new one per run."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        placement: DecodePlacementPolicy | None = None,
+        rescheduler: DecodeRescheduler | None = None,
+    ) -> None:
+        """``placement`` and ``rescheduler`` objects, when given, replace the named ones."""
         self.config = config
         self.queue = EventQueue()
         self.clock = Clock()
         self.dispatch = make_dispatch(config.dispatch)
-        self.placement = make_placement(config.placement)
-        self.rescheduler = make_rescheduler(config.rescheduler)
+        self.placement = placement or make_placement(config.placement)
+        self.rescheduler = rescheduler or make_rescheduler(config.rescheduler)
         self.prefill = [
             PrefillInstance(i, config.prefill_cost, config.prefill_token_budget)
             for i in range(config.num_prefill)
@@ -93,12 +107,14 @@ class Simulator:
                 self.clock,
                 self._start_transfer,
                 self._finished,
+                self._left,
                 exact=config.exact,
                 record_timeline=config.record_timeline,
             )
             for i in range(config.num_decode)
         ]
         self.num_done = 0
+        self.migrations: MigrationManager | None = None
 
     # -- callbacks from decode instances ------------------------------------------------------
 
@@ -111,6 +127,12 @@ class Simulator:
     def _finished(self, request: SimRequest, now_s: float) -> None:
         request.finish_s = now_s
         self.num_done += 1
+        if self.migrations is not None:
+            self.migrations.on_finished(request)
+
+    def _left(self, request: SimRequest, now_s: float) -> None:
+        assert self.migrations is not None  # only migrations take requests off a batch
+        self.migrations.on_left(request, now_s)
 
     # -- event handlers -----------------------------------------------------------------------
 
@@ -162,6 +184,9 @@ class Simulator:
         queue = self.queue
         interval = self.rescheduler.interval_s
         if interval is not None and total:
+            self.migrations = MigrationManager(
+                queue, self.decode, self.config.decode_cost, {r.request_id: r for r in requests}
+            )
             queue.push(requests[0].arrival_s + interval, Priority.TICK, None)
         # The hot loop: locals and plain ints instead of attribute and enum lookups.
         heap = queue.heap
@@ -170,6 +195,7 @@ class Simulator:
         arrived_priority = int(Priority.ARRIVED)
         step_done, transfer_done = int(Priority.DECODE_STEP_DONE), int(Priority.TRANSFER_DONE)
         prefill_done = int(Priority.PREFILL_DONE)
+        migration_done = int(Priority.MIGRATION_DONE)
         next_arrival = 0
         events = 0
         while True:
@@ -199,6 +225,9 @@ class Simulator:
                 instance.transfer_done(request, now_s)
             elif kind == prefill_done:
                 self._prefill_done(payload[0], payload[1], now_s)
+            elif kind == migration_done:
+                assert self.migrations is not None
+                self.migrations.on_event(payload[0], payload[1], payload[2], now_s)
             else:
                 self._tick(now_s, total)
             events += 1
@@ -206,17 +235,22 @@ class Simulator:
                 progress(self.num_done, total)
         if progress is not None:
             progress(self.num_done, total)
+        if self.migrations is not None:
+            self.migrations.finalize_pauses(requests)
         return SimResult.from_run(
-            workload.name, requests, rejected, self.prefill, self.decode, self.config
+            workload.name,
+            requests,
+            rejected,
+            self.prefill,
+            self.decode,
+            self.config,
+            self.migrations.stats if self.migrations is not None else MigrationStats(),
         )
 
     def _tick(self, now_s: float, total: int) -> None:
-        migrations = self.rescheduler.plan(now_s, self.decode)
-        if migrations:
-            raise ConfigError(
-                f"rescheduler '{self.config.rescheduler}' asked for migrations, which this "
-                "simulator version does not carry out"
-            )
+        assert self.migrations is not None
+        for migration in self.rescheduler.plan(now_s, self.decode):
+            self.migrations.start(migration, now_s)
         interval = self.rescheduler.interval_s
         if interval is not None and self.num_done < total:
             self.queue.push(now_s + interval, Priority.TICK, None)
@@ -226,6 +260,10 @@ def simulate(
     workload: Workload,
     config: ClusterConfig,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    placement: DecodePlacementPolicy | None = None,
+    rescheduler: DecodeRescheduler | None = None,
 ) -> SimResult:
-    """Run ``workload`` on a fresh simulator built from ``config``."""
-    return Simulator(config).run(workload, progress)
+    """Run ``workload`` on a fresh simulator built from ``config`` (policy objects override the
+    config's names)."""
+    return Simulator(config, placement=placement, rescheduler=rescheduler).run(workload, progress)

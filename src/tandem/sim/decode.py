@@ -45,6 +45,7 @@ class DecodeInstance:
         clock: Clock,
         start_transfer: Callable[[SimRequest, DecodeInstance, float], None],
         on_finish: Callable[[SimRequest, float], None],
+        on_left: Callable[[SimRequest, float], None] | None = None,
         *,
         exact: bool = False,
         record_timeline: bool = False,
@@ -57,6 +58,8 @@ class DecodeInstance:
         self._clock = clock
         self._start_transfer = start_transfer
         self._on_finish = on_finish
+        self._on_left = on_left
+        self._leaving: set[int] = set()
         self._exact = exact
         self._coeffs: dict[int, tuple[float, float]] = {}
         # Running batch, in the order requests joined (the last is the newest).
@@ -141,6 +144,41 @@ class DecodeInstance:
         self._joiners.append(request)
         self._kick(now_s)
 
+    # -- migration hooks (``sim.migration`` drives them) ------------------------------------------
+
+    def running_request(self, index: int) -> SimRequest | None:
+        return self._running.get(index)
+
+    def generated_now(self, request: SimRequest) -> int:
+        """Tokens the running ``request`` has generated as of now."""
+        return request.gen_at_join + self.steps + self._steps_now() - request.join_step
+
+    def can_reserve(self, tokens: int) -> bool:
+        """Whether ``tokens`` of KV can be promised now, leaving room for one more step."""
+        room = self.kv_capacity_tokens - self.kv_used_tokens - self.kv_reserved_tokens
+        busy = len(self._running) + self._num_in_transfer + len(self._joiners)
+        return busy < self.max_batch_size and tokens + len(self._running) + 1 <= room
+
+    def reserve(self, tokens: int, now_s: float) -> None:
+        """Promise KV to an incoming migration; re-plan at the next step boundary."""
+        self.kv_reserved_tokens += tokens
+        self._kick(now_s)
+
+    def release(self, tokens: int) -> None:
+        self.kv_reserved_tokens -= tokens
+
+    def leave(self, request: SimRequest, now_s: float) -> None:
+        """Take ``request`` off the batch at the next step boundary (``on_left`` is called)."""
+        self._leaving.add(request.index)
+        self._kick(now_s)
+
+    def migration_arrived(self, request: SimRequest, reserved_tokens: int, now_s: float) -> None:
+        """A migrated request's KV is all here; it joins at the next step. Its reservation of
+        ``reserved_tokens`` is swapped for what it really holds (``need_tokens``)."""
+        self.kv_reserved_tokens += request.need_tokens - reserved_tokens
+        self._joiners.append(request)
+        self._kick(now_s)
+
     def on_wake(self, now_s: float, version: int, k: int) -> None:
         """A scheduled step boundary; stale wake-ups (superseded by a later plan) are ignored."""
         if version == self._version and self._busy:
@@ -192,9 +230,11 @@ class DecodeInstance:
             self.busy_s += now_s - self._seg_t0
             self._busy = False
         self._finish_due(now_s)
+        if self._leaving:
+            self._remove_leaving(now_s)
         for request in self._joiners:
             self.kv_reserved_tokens -= request.need_tokens
-            self._join(request)
+            self._join(request, now_s)
         self._joiners.clear()
         self._preempt_if_needed()
         self._admit_waiting(now_s)
@@ -215,7 +255,21 @@ class DecodeInstance:
             self._kv_tokens -= request.prompt_tokens + request.output_tokens
             self._on_finish(request, now_s)
 
-    def _join(self, request: SimRequest) -> None:
+    def _remove_leaving(self, now_s: float) -> None:
+        for index in sorted(self._leaving):
+            request = self._running.pop(index, None)
+            if request is None:
+                continue  # finished or preempted meanwhile; the migration notices
+            request.generated = request.gen_at_join + self.steps - request.join_step
+            self._kv_tokens -= request.prompt_tokens + request.generated
+            if self._on_left is not None:
+                self._on_left(request, now_s)
+        self._leaving.clear()
+
+    def _join(self, request: SimRequest, now_s: float) -> None:
+        if request.paused_since_s is not None:
+            request.pause_s += now_s - request.paused_since_s
+            request.paused_since_s = None
         request.join_step = self.steps
         request.gen_at_join = request.generated
         self._running[request.index] = request
@@ -250,7 +304,7 @@ class DecodeInstance:
             if request.needs_recompute:
                 request.needs_recompute = False
                 self._extra_s += self.cost.prefill_time_s([request.need_tokens])
-                self._join(request)
+                self._join(request, now_s)
             else:
                 self.kv_reserved_tokens += request.need_tokens
                 self._num_in_transfer += 1

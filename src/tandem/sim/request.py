@@ -22,6 +22,9 @@ class SimRequest:
         "join_step",
         "gen_at_join",
         "decode_instance",
+        "paused_since_s",
+        "pause_s",
+        "num_migrations",
     )
 
     def __init__(
@@ -45,6 +48,10 @@ class SimRequest:
         self.join_step = 0
         self.gen_at_join = 0
         self.decode_instance = -1
+        #: Set while a live migration has taken it off its source and it waits to resume.
+        self.paused_since_s: float | None = None
+        self.pause_s = 0.0
+        self.num_migrations = 0
 
     @property
     def kv_tokens(self) -> int:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tandem.metrics.serving import SLO, compute_metrics_arrays
+from tandem.sim.migration import MigrationStats
 from tandem.sim.request import SimRequest
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class SimResult:
     decode_busy_s: tuple[float, ...]
     prefill_busy_s: tuple[float, ...]
     decode_timelines: tuple[tuple[tuple[float, int, int], ...], ...] | None
+    num_migrations: np.ndarray
+    migration: MigrationStats
 
     @classmethod
     def from_run(
@@ -46,6 +49,7 @@ class SimResult:
         prefill: Sequence[PrefillInstance],
         decode: Sequence[DecodeInstance],
         config: ClusterConfig,
+        migration: MigrationStats,
     ) -> SimResult:
         n = len(requests)
         nan = float("nan")
@@ -74,6 +78,8 @@ class SimResult:
             decode_busy_s=tuple(d.busy_s for d in decode),
             prefill_busy_s=tuple(p.busy_s for p in prefill),
             decode_timelines=timelines,
+            num_migrations=np.fromiter((r.num_migrations for r in requests), np.int64, n),
+            migration=migration,
         )
 
     @property
@@ -98,4 +104,9 @@ class SimResult:
         out["num_preempted"] = int(self.num_preemptions.sum())
         out["num_rejected"] = int(self.rejected.sum())
         out.setdefault("slo_attainment", None)
+        out["num_migrations"] = self.migration.num_migrations
+        out["num_migrations_aborted"] = self.migration.num_migrations_aborted
+        out["num_migrations_cancelled"] = self.migration.num_migrations_cancelled
+        out["migrated_bytes"] = self.migration.migrated_bytes
+        out["migration_pause_s"] = self.migration.pause_s
         return out
