@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from tandem import __version__
-from tandem.commands import demo, trace
+from tandem.commands import demo, plan, profile, simulate, trace
 from tandem.errors import TandemError
 
 app = typer.Typer(
@@ -23,7 +23,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(trace.app, name="trace")
+app.add_typer(profile.app, name="profile")
 app.command("demo")(demo.demo)
+app.command("simulate")(simulate.simulate_command)
+app.command("plan")(plan.plan_command)
 
 
 def _version(value: bool) -> None:

@@ -42,6 +42,11 @@ class CostModel(ABC):
         """Seconds to copy the KV cache of ``num_tokens`` tokens between two instances
         (link latency plus bytes over link bandwidth)."""
 
+    def request_overhead_s(self) -> float:
+        """Fixed latency every request sees before its first token that does not occupy the
+        instance (tokenisation, scheduling, network). 0 unless the profile measured it."""
+        return 0.0
+
     def decode_step_time_s(self, batch_size: int, total_context_tokens: int) -> float:
         """Seconds for one decode step of ``batch_size`` requests with this much context."""
         if batch_size <= 0:

@@ -1,0 +1,263 @@
+"""``tandem plan``: how many prefill and decode instances meet the SLOs at a load.
+
+Shows the paper's calculation step by step (Li et al., arXiv 2603.04716), then Tandem's
+improved answer (queueing with the real length distribution, percentile TTFT, context-aware
+decode), and with ``--verify`` what the simulator says about the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tandem.commands._output import print_json, print_mapping, print_table
+from tandem.errors import ConfigError
+from tandem.metrics.serving import parse_slo
+from tandem.perf.base import CostModel
+from tandem.plan.inputs import (
+    WorkloadShape,
+    parse_duration_s,
+    parse_rate,
+    parse_throughput,
+    parse_tpot_table,
+    shape_from_means,
+    shape_from_workload,
+    workload_rate_rps,
+)
+from tandem.plan.planner import Plan, PlanRequest, make_plan, table_cost_model
+from tandem.workload.request import Workload
+
+
+def _shape(
+    workload: str | None, input_len: float | None, output_len: float | None
+) -> tuple[WorkloadShape, Workload | None]:
+    if workload is not None:
+        if input_len is not None or output_len is not None:
+            raise ConfigError("give either --workload or --input-len/--output-len, not both")
+        from tandem.workload import load_workload
+
+        w = load_workload(workload)
+        return shape_from_workload(w), w
+    if input_len is None or output_len is None:
+        raise ConfigError("give --workload, or both --input-len and --output-len")
+    return shape_from_means(input_len, output_len), None
+
+
+def _rate(
+    throughput: str | None, rate: str | None, shape: WorkloadShape, w: Workload | None
+) -> float:
+    if throughput is not None and rate is not None:
+        raise ConfigError("give either --throughput or --rate, not both")
+    if throughput is not None:
+        return parse_throughput(throughput) / shape.tokens_per_request
+    if rate is not None:
+        return parse_rate(rate)
+    if w is not None:
+        return workload_rate_rps(w)
+    raise ConfigError("give the load: --throughput 5M/min or --rate 10rps")
+
+
+def _cost(
+    profile: str | None,
+    measured: Path | None,
+    prefill_max: float | None,
+    tpot_table: str | None,
+    overhead_s: float | None,
+    shape: WorkloadShape,
+) -> CostModel:
+    given = [x is not None for x in (profile, measured, prefill_max)]
+    if sum(given) != 1:
+        raise ConfigError(
+            "give exactly one of --profile, --measured, or --prefill-max-throughput with "
+            "--tpot-table"
+        )
+    if profile is not None or measured is not None:
+        from tandem.perf.registry import get_profile, load_cost_model_file
+
+        return get_profile(profile) if profile is not None else load_cost_model_file(measured)  # type: ignore[arg-type]
+    if tpot_table is None:
+        raise ConfigError("--prefill-max-throughput needs --tpot-table (e.g. 10:12.8,20:16.4)")
+    return table_cost_model(
+        input_len_tokens=shape.mean_input_tokens,
+        prefill_max_tokens_per_s=prefill_max,  # type: ignore[arg-type]
+        overhead_s=overhead_s or 0.0,
+        tpot_points=parse_tpot_table(tpot_table),
+    )
+
+
+def plan_json(plan: Plan, req: PlanRequest) -> dict[str, Any]:
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) or math.isinf(x) else x
+
+    p = plan.paper
+    return {
+        "num_prefill": plan.num_prefill,
+        "num_decode": plan.num_decode,
+        "raw_num_prefill": num(plan.raw_num_prefill),
+        "raw_num_decode": num(plan.raw_num_decode),
+        "prefill_tokens_per_s": plan.prefill_tokens_per_s,
+        "decode_tokens_per_s": plan.decode_tokens_per_s,
+        "decode_batch_size": plan.decode_batch_size,
+        "pd_ratio": num(plan.pd_ratio),
+        "feasible": plan.feasible,
+        "reason": plan.reason,
+        "rate_rps": req.rate_rps,
+        "total_tokens_per_s": req.total_tokens_per_s,
+        "predicted_ttft_s": num(plan.predicted_ttft_s),
+        "predicted_decode_batch": num(plan.predicted_decode_batch),
+        "queue": req.queue,
+        "dispatch": req.dispatch,
+        "ttft_percentile": req.ttft_percentile,
+        "paper": {
+            "num_prefill": p.num_prefill,
+            "num_decode": p.num_decode,
+            "raw_num_prefill": num(p.raw_num_prefill),
+            "raw_num_decode": num(p.raw_num_decode),
+            "prefill_max_tokens_per_s": p.prefill_max_tokens_per_s,
+            "overhead_s": p.overhead_s,
+            "prefill_tokens_per_s": p.prefill_tokens_per_s,
+            "decode_tokens_per_s": p.decode_tokens_per_s,
+            "decode_batch_size": p.decode_batch_size,
+            "pd_ratio": num(p.pd_ratio),
+            "feasible": p.feasible,
+            "reason": p.reason,
+        },
+    }
+
+
+def _print_steps(plan: Plan, req: PlanRequest) -> None:
+    p = plan.paper
+    l_in, l_out = p.input_len_tokens, p.output_len_tokens
+    steps = [
+        ("1 TP_total (input+output tokens/s)", p.total_tokens_per_s),
+        ("  L_in / L_out (mean tokens)", f"{l_in:,.0f} / {l_out:,.0f}"),
+        ("2 TP_prefill_max (tokens/s)", p.prefill_max_tokens_per_s),
+        ("  T_overhead (s)", p.overhead_s),
+        ("  TP_prefill = TP_max - L_in/(TTFT - T_overhead)", p.prefill_tokens_per_s),
+        ("3 decode batch (largest meeting TPOT)", p.decode_batch_size),
+        ("  TP_decode = batch / TPOT (tokens/s)", p.decode_tokens_per_s),
+        ("4 N_prefill = TP_total*L_in/((L_in+L_out)*TP_prefill)", p.raw_num_prefill),
+        ("  N_decode = TP_total*L_out/((L_in+L_out)*TP_decode)", p.raw_num_decode),
+        ("  P:D ratio = L_in*TP_decode/(L_out*TP_prefill)", p.pd_ratio),
+        ("5 rounded (up, unless fraction <= 0.1)", f"{p.num_prefill}P{p.num_decode}D"),
+    ]
+    print_table("The paper's model (M/M/1 prefill, TPOT table decode)", ["step", "value"], steps)
+    what = "mean" if req.ttft_percentile is None else f"p{req.ttft_percentile:g}"
+    print_mapping(
+        f"Improved plan ({req.queue}, {req.dispatch} prefill queue, {what} TTFT)",
+        {
+            "raw N_prefill": plan.raw_num_prefill,
+            "raw N_decode": plan.raw_num_decode,
+            "decode batch (largest meeting TPOT at context)": plan.decode_batch_size,
+            f"predicted {what} TTFT (s)": plan.predicted_ttft_s,
+            "predicted batch a request sees": plan.predicted_decode_batch,
+            "plan": f"{plan.num_prefill}P{plan.num_decode}D",
+        },
+    )
+
+
+def plan_command(
+    workload: str | None = typer.Option(None, "--workload", "-w", help="Workload name or path."),
+    input_len: float | None = typer.Option(None, "--input-len", help="Mean prompt tokens."),
+    output_len: float | None = typer.Option(None, "--output-len", help="Mean output tokens."),
+    throughput: str | None = typer.Option(
+        None, "--throughput", help="Input+output tokens, e.g. 5M/min."
+    ),
+    rate: str | None = typer.Option(None, "--rate", help="Requests per second, e.g. 10rps."),
+    slo_text: str = typer.Option(..., "--slo", help="SLOs, e.g. ttft=2s,tpot=20ms."),
+    ttft_percentile: float | None = typer.Option(
+        None, "--ttft-percentile", help="Plan for this TTFT percentile instead of the mean."
+    ),
+    profile: str | None = typer.Option(None, "--profile", help="Built-in profile or file."),
+    measured: Path | None = typer.Option(None, "--measured", help="Measured-tables file."),
+    prefill_max: float | None = typer.Option(
+        None, "--prefill-max-throughput", help="Max prefill tokens/s at the input length."
+    ),
+    overhead: str | None = typer.Option(
+        None, "--overhead", help="T_overhead (client I/O + KV transfer), e.g. 0.1s."
+    ),
+    tpot_table: str | None = typer.Option(
+        None, "--tpot-table", help="batch:TPOT_ms pairs, e.g. 10:12.8,20:16.4."
+    ),
+    queue: str = typer.Option("mg1", "--queue", help="Prefill service model: mm1, md1, mg1."),
+    dispatch: str = typer.Option("shared", "--dispatch", help="Prefill queues: shared, split."),
+    verify: bool = typer.Option(False, "--verify", help="Check candidates in the simulator."),
+    verify_requests: int = typer.Option(1500, "--verify-requests", help="Requests simulated."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Plan the number of prefill and decode instances for a load and SLOs."""
+    slo = parse_slo(slo_text)
+    if slo.ttft_s is None or slo.tpot_s is None:
+        raise ConfigError("--slo needs both ttft and tpot, e.g. ttft=2s,tpot=20ms")
+    shape, w = _shape(workload, input_len, output_len)
+    overhead_s = parse_duration_s(overhead) if overhead is not None else None
+    cost = _cost(profile, measured, prefill_max, tpot_table, overhead_s, shape)
+    req = PlanRequest(
+        shape=shape,
+        rate_rps=_rate(throughput, rate, shape, w),
+        ttft_slo_s=slo.ttft_s,
+        tpot_slo_s=slo.tpot_s,
+        cost=cost,
+        overhead_s=overhead_s,
+        ttft_percentile=ttft_percentile,
+        queue=queue,
+        dispatch=dispatch,
+    )
+    with warnings.catch_warnings():
+        # The batch search probes batches outside measured tables on purpose.
+        warnings.simplefilter("ignore")
+        plan = make_plan(req)
+        out = plan_json(plan, req)
+        if verify and plan.feasible:
+            out["verify"] = _verify(plan, req, w, verify_requests)
+    if as_json:
+        print_json(out)
+    else:
+        _print_steps(plan, req)
+        if "verify" in out:
+            rows = [
+                (f"{c['num_prefill']}P{c['num_decode']}D", c["ttft_s"], c["tpot_p90_s"], c["meets"])
+                for c in out["verify"]["checks"]
+            ]
+            print_table("Simulated candidates", ["plan", "TTFT (s)", "p90 TPOT (s)", "meets"], rows)
+    if not plan.feasible:
+        typer.echo(f"infeasible: {plan.reason}", err=True)
+        raise typer.Exit(2)
+
+
+def _verify(plan: Plan, req: PlanRequest, w: Workload | None, n: int) -> dict[str, Any]:
+    from tandem.plan.verify import SimCriteria, check, verification_workload
+
+    vw = verification_workload(
+        req.rate_rps,
+        n,
+        source=w,
+        input_len=round(req.shape.mean_input_tokens),
+        output_len=round(req.shape.mean_output_tokens),
+    )
+    crit = SimCriteria(req.ttft_slo_s, req.tpot_slo_s, req.ttft_percentile, req.tpot_quantile)
+    pairs = {
+        (plan.num_prefill, plan.num_decode),
+        (plan.paper.num_prefill, plan.paper.num_decode),
+        (max(1, plan.num_prefill - 1), plan.num_decode),
+        (plan.num_prefill, max(1, plan.num_decode - 1)),
+    }
+    checks = [check(vw, req.cost, p, d, crit) for p, d in sorted(pairs)]
+    return {
+        "num_requests": len(vw),
+        "checks": [
+            {
+                "num_prefill": c.num_prefill,
+                "num_decode": c.num_decode,
+                "ttft_s": c.ttft_s,
+                "tpot_p90_s": c.tpot_s,
+                "attainment": c.attainment,
+                "meets": c.meets,
+            }
+            for c in checks
+        ],
+    }

@@ -1,0 +1,134 @@
+"""Cost model from tables a user measured on a real deployment (the SLO-aware allocation
+paper's measurements: maximum prefill throughput at an input length, TPOT against batch size).
+
+- Prefill: each measured point gives the time of one prompt, ``L / max_throughput(L)``; between
+  points the time is interpolated linearly (through zero below the first point), beyond the last
+  it follows the last segment's slope. A batch takes the sum of its prompts' times.
+- Decode: the step time at batch ``B`` is the TPOT table interpolated linearly; beyond the table
+  it follows the end segment's slope (never below ``tpot_0 * B / B_0`` at the small end).
+- The table has no context dimension: the step time's slope per context token is 0 (the table
+  was measured at the deployment's own context lengths).
+
+Both tables are validated non-decreasing, so piecewise-linear interpolation is monotone.
+Queries outside the table are answered and flagged once (``OutOfMeasuredRangeWarning``).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tandem.errors import ConfigError
+from tandem.perf.base import CostModel
+from tandem.perf.ranges import WarnOnce
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillPoint:
+    """Maximum prefill throughput measured at one input length."""
+
+    input_len_tokens: int
+    max_throughput_tokens_per_s: float
+
+    @property
+    def time_s(self) -> float:
+        return self.input_len_tokens / self.max_throughput_tokens_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class DecodePoint:
+    """Time per output token measured at one decode batch size."""
+
+    batch_size: int
+    tpot_s: float
+
+
+def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> tuple[float, bool]:
+    """Piecewise-linear ``y(x)`` through the points (``xs`` increasing, ``ys`` non-decreasing),
+    extended linearly beyond both ends; returns ``(y, outside)``. With one point, ``y`` is
+    constant."""
+    if len(xs) == 1:
+        return ys[0], x != xs[0]
+    i = min(max(bisect_left(xs, x) - 1, 0), len(xs) - 2)
+    slope = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i])
+    return ys[i] + slope * (x - xs[i]), x < xs[0] or x > xs[-1]
+
+
+@dataclass(frozen=True)
+class MeasuredCostModel(CostModel):
+    """A deployment's measured tables; the raw values stay readable for the capacity planner."""
+
+    name: str
+    model: str
+    hardware: str
+    num_gpus: int
+    prefill_points: tuple[PrefillPoint, ...]
+    #: Fixed latency before the first token that does not occupy the prefill instance.
+    overhead_s: float
+    tpot_points: tuple[DecodePoint, ...]
+    kv_bytes_per_token: int
+    kv_capacity_tokens: int
+    link_bandwidth_bytes_per_s: float = 25e9
+    link_latency_s: float = 1e-4
+    source: str = ""
+    _latch: WarnOnce = field(default_factory=WarnOnce, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Files are validated field by field on loading; this guards direct construction.
+        xs = [p.input_len_tokens for p in self.prefill_points]
+        bs = [p.batch_size for p in self.tpot_points]
+        if not xs or not bs or xs != sorted(set(xs)) or bs != sorted(set(bs)):
+            raise ConfigError(
+                f"measured profile '{self.name}': needs prefill and TPOT points with "
+                "increasing input lengths and batch sizes"
+            )
+        times = [p.time_s for p in self.prefill_points]
+        tpots = [p.tpot_s for p in self.tpot_points]
+        if min(times + tpots) <= 0 or times != sorted(times) or tpots != sorted(tpots):
+            raise ConfigError(
+                f"measured profile '{self.name}': prefill times and TPOTs must be positive and "
+                "non-decreasing"
+            )
+
+    def request_overhead_s(self) -> float:
+        return self.overhead_s
+
+    def prefill_throughput_tokens_per_s(self, input_len_tokens: int) -> float:
+        """Maximum prefill throughput at this input length (interpolated via the time)."""
+        return input_len_tokens / self._prompt_time_s(input_len_tokens)
+
+    def prefill_time_s(self, prompt_lens: Sequence[int]) -> float:
+        return sum(self._prompt_time_s(n) for n in prompt_lens if n > 0)
+
+    def _prompt_time_s(self, num_tokens: int) -> float:
+        xs = [0.0] + [float(p.input_len_tokens) for p in self.prefill_points]
+        ys = [0.0] + [p.time_s for p in self.prefill_points]
+        time_s, _ = interpolate(xs, ys, num_tokens)
+        lo, hi = xs[1], xs[-1]
+        if num_tokens < lo or num_tokens > hi:
+            measured = f"{lo:.0f}-{hi:.0f}" if hi > lo else f"only at {lo:.0f}"
+            self._latch.warn(
+                self.name, f"prompt of {num_tokens} tokens; input length measured {measured}"
+            )
+        return time_s
+
+    def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:
+        xs = [float(p.batch_size) for p in self.tpot_points]
+        ys = [p.tpot_s for p in self.tpot_points]
+        step_s, outside = interpolate(xs, ys, batch_size)
+        if batch_size < xs[0]:
+            step_s = max(step_s, ys[0] * batch_size / xs[0])
+        if outside:
+            self._latch.warn(
+                self.name,
+                f"decode batch of {batch_size}; batch size measured {xs[0]:.0f}-{xs[-1]:.0f}",
+            )
+        return step_s, 0.0
+
+    def kv_transfer_time_s(self, num_tokens: int) -> float:
+        if num_tokens <= 0:
+            return 0.0
+        return self.link_latency_s + (
+            num_tokens * self.kv_bytes_per_token / self.link_bandwidth_bytes_per_s
+        )

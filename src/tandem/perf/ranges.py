@@ -1,0 +1,79 @@
+"""The measured range of a profile and the warning raised when a query leaves it.
+
+A cost model built from measurements still answers outside them (by its fitted form, or by
+linear extrapolation of a table), but says so: the first query outside the range warns with
+``OutOfMeasuredRangeWarning``, once per cost-model object, never silently and never repeatedly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+
+class TandemWarning(UserWarning):
+    """Base class of Tandem's warnings (filter on it to silence or escalate them all)."""
+
+
+class OutOfMeasuredRangeWarning(TandemWarning):
+    """A cost model was asked about a batch outside the range it was measured on."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredRange:
+    """Largest quantities seen in the measurements; ``None`` means "not limited / unknown"."""
+
+    max_prompt_tokens: int | None = None
+    max_prefill_batch_tokens: int | None = None
+    max_decode_batch_size: int | None = None
+    min_decode_batch_size: int | None = None
+    max_context_tokens_per_request: int | None = None
+
+    def prefill_excess(self, max_prompt: int, total_tokens: int) -> str | None:
+        """Why a prefill batch is outside the range, or ``None`` if it is inside."""
+        if self.max_prompt_tokens is not None and max_prompt > self.max_prompt_tokens:
+            return f"prompt of {max_prompt} tokens > measured {self.max_prompt_tokens}"
+        limit = self.max_prefill_batch_tokens
+        if limit is not None and total_tokens > limit:
+            return f"prefill batch of {total_tokens} tokens > measured {limit}"
+        return None
+
+    def decode_excess(self, batch_size: int) -> str | None:
+        """Why a decode batch size is outside the range, or ``None`` if it is inside."""
+        if self.max_decode_batch_size is not None and batch_size > self.max_decode_batch_size:
+            return f"decode batch of {batch_size} > measured {self.max_decode_batch_size}"
+        if self.min_decode_batch_size is not None and batch_size < self.min_decode_batch_size:
+            return f"decode batch of {batch_size} < measured {self.min_decode_batch_size}"
+        return None
+
+    def context_excess(self, batch_size: int, total_context_tokens: int) -> str | None:
+        """Why a decode batch's mean context is outside the range, or ``None``."""
+        limit = self.max_context_tokens_per_request
+        if limit is None or batch_size <= 0:
+            return None
+        mean = total_context_tokens / batch_size
+        if mean > limit:
+            return f"mean context of {mean:.0f} tokens > measured {limit}"
+        return None
+
+
+@dataclass(slots=True)
+class WarnOnce:
+    """A latch owned by one cost model: the first ``warn`` fires, later ones are dropped.
+
+    It is the only mutable part of otherwise frozen cost models, and holds no result: two
+    runs with the same inputs compute the same times whether or not it has fired.
+    """
+
+    fired: bool = field(default=False)
+
+    def warn(self, profile_name: str, reason: str) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        warnings.warn(
+            f"profile '{profile_name}': {reason}; answering by extrapolation "
+            "(further out-of-range queries to this profile are not reported)",
+            OutOfMeasuredRangeWarning,
+            stacklevel=3,
+        )
