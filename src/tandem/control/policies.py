@@ -71,7 +71,7 @@ def register(
 
 def _load_builtins() -> None:
     # Importing the modules registers their policies.
-    from tandem.control import dispatch, placement, rescheduling  # noqa: F401
+    from tandem.control import ares, dispatch, llumnix, placement, rescheduling  # noqa: F401
 
 
 def make_dispatch(name: str) -> PrefillDispatchPolicy:

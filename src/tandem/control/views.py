@@ -82,6 +82,25 @@ class DecodeInstanceView(Protocol):
         """Requests placed here that wait for memory, are in transfer or are migrating in."""
         ...
 
+    @property
+    def num_preemptions(self) -> int:
+        """Out-of-memory preemptions on this instance since the run began."""
+        ...
+
     def running(self) -> Sequence[RunningRequestView]:
         """The running requests, built on demand (costly: for periodic policies only)."""
+        ...
+
+    def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
+        """KV the running batch will hold ``horizon_tokens`` steps from now if every request
+        grows until its *predicted* end (capped at the horizon) and none frees memory:
+        ``kv_used + sum(min(predicted_remaining, horizon))``. ``None`` without predictions."""
+        ...
+
+    def step_time_s(self) -> float:
+        """Duration of the current decode step (0 when idle)."""
+        ...
+
+    def kv_copy_time_s(self, kv_tokens: int) -> float:
+        """Time to copy ``kv_tokens`` of KV cache to another decode instance."""
         ...

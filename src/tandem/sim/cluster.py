@@ -26,6 +26,8 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from tandem.control.policies import (
     DecodePlacementPolicy,
     DecodeRescheduler,
@@ -39,6 +41,7 @@ from tandem.perf.base import CostModel
 from tandem.sim.decode import DecodeInstance
 from tandem.sim.events import Clock, EventQueue, Priority
 from tandem.sim.migration import MigrationManager, MigrationStats
+from tandem.sim.prediction import PredictionSource, check_prediction_spec
 from tandem.sim.prefill import PrefillInstance
 from tandem.sim.request import SimRequest
 from tandem.sim.result import SimResult
@@ -60,6 +63,10 @@ class ClusterConfig:
     rescheduler: str = "none"
     exact: bool = False
     record_timeline: bool = False
+    #: Prediction source for remaining lengths (see ``tandem.sim.prediction``).
+    prediction: str = "none"
+    prediction_refresh_tokens: int = 20
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.num_prefill < 1 or self.num_decode < 1:
@@ -71,6 +78,9 @@ class ClusterConfig:
             raise ConfigError(f"max batch size must be >= 1, got {self.max_batch_size}")
         if self.prefill_token_budget < 1:
             raise ConfigError(f"prefill token budget must be >= 1, got {self.prefill_token_budget}")
+        if self.prediction_refresh_tokens < 1:
+            raise ConfigError("prediction refresh must be >= 1 token")
+        check_prediction_spec(self.prediction)
         # Unknown policy names fail here, before any work.
         make_dispatch(self.dispatch)
         make_placement(self.placement)
@@ -115,6 +125,7 @@ class Simulator:
         ]
         self.num_done = 0
         self.migrations: MigrationManager | None = None
+        self.predictor = PredictionSource("none")
 
     # -- callbacks from decode instances ------------------------------------------------------
 
@@ -127,6 +138,7 @@ class Simulator:
     def _finished(self, request: SimRequest, now_s: float) -> None:
         request.finish_s = now_s
         self.num_done += 1
+        self.predictor.forget(request)
         if self.migrations is not None:
             self.migrations.on_finished(request)
 
@@ -164,7 +176,13 @@ class Simulator:
                 self._finished(request, now_s)
                 continue
             request.need_tokens = request.prompt_tokens + 1
-            view = NewRequestView(request.request_id, request.arrival_s, request.prompt_tokens)
+            predicted = self.predictor.remaining(request, 1)
+            view = NewRequestView(
+                request.request_id,
+                request.arrival_s,
+                request.prompt_tokens,
+                None if predicted is None else predicted + 1,
+            )
             self.decode[self.placement.choose(view, self.decode)].place(request, now_s)
         if instance.queue:
             self._start_prefill(instance, now_s)
@@ -179,6 +197,16 @@ class Simulator:
             SimRequest(i, r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens)
             for i, r in enumerate(workload.requests)
         ]
+        median_output = float(np.median(workload.output_tokens)) if requests else 1.0
+        self.predictor = PredictionSource.from_spec(
+            self.config.prediction,
+            refresh_tokens=self.config.prediction_refresh_tokens,
+            seed=self.config.seed,
+            median_output_tokens=max(1.0, median_output),
+        )
+        if self.predictor.enabled:
+            for instance in self.decode:
+                instance.predictor = self.predictor
         total = len(requests)
         rejected: list[int] = []
         queue = self.queue

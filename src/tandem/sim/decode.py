@@ -30,6 +30,7 @@ from collections.abc import Callable
 from tandem.control.views import RunningRequestView
 from tandem.perf.base import CostModel
 from tandem.sim.events import Clock, EventQueue, Priority
+from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
 
 
@@ -87,6 +88,10 @@ class DecodeInstance:
         self.num_preemptions = 0
         self.busy_s = 0.0
         self.timeline: list[tuple[float, int, int]] | None = [] if record_timeline else None
+        #: Set by the simulator when a prediction source is configured.
+        self.predictor: PredictionSource | None = None
+        self._projection_cache: tuple[int, int, float] | None = None
+        self._membership = 0  # bumped whenever a request joins or leaves the running batch
 
     # -- views (as of the clock's now: the same in fast-forward and exact modes) -----------------
 
@@ -119,15 +124,45 @@ class DecodeInstance:
 
     def running(self) -> list[RunningRequestView]:
         steps = self.steps + self._steps_now()
+        requests = list(self._running.values())
+        generated = [r.gen_at_join + steps - r.join_step for r in requests]
+        predictor = self.predictor
+        predicted: list[float | None]
+        if predictor is not None and predictor.enabled:
+            predicted = list(predictor.remaining_many(requests, generated))
+        else:
+            predicted = [None] * len(requests)
         return [
-            RunningRequestView(
-                request_id=r.request_id,
-                prompt_tokens=r.prompt_tokens,
-                tokens_generated=(g := r.gen_at_join + steps - r.join_step),
-                kv_tokens=r.prompt_tokens + g,
-            )
-            for r in self._running.values()
+            RunningRequestView(r.request_id, r.prompt_tokens, g, r.prompt_tokens + g, p)
+            for r, g, p in zip(requests, generated, predicted, strict=True)
         ]
+
+    def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
+        if self.predictor is None or not self.predictor.enabled:
+            return None
+        # kv + remaining of a request stays constant as it decodes, so the projection only
+        # changes when the batch does (or a refresh changes a prediction): cache until then.
+        key = (self._membership, horizon_tokens)
+        cached = self._projection_cache
+        if cached is not None and cached[:2] == key:
+            return cached[2]
+        steps_now = self._steps_now()
+        steps = self.steps + steps_now
+        requests = list(self._running.values())
+        generated = [r.gen_at_join + steps - r.join_step for r in requests]
+        remaining = self.predictor.remaining_many(requests, generated)
+        growth = sum(v if v < horizon_tokens else horizon_tokens for v in remaining)
+        value = self._kv_tokens + steps_now * len(requests) + growth
+        self._projection_cache = (*key, value)
+        return value
+
+    def step_time_s(self) -> float:
+        if not self._running:
+            return 0.0
+        return self.cost.decode_step_time_s(len(self._running), self.kv_used_tokens)
+
+    def kv_copy_time_s(self, kv_tokens: int) -> float:
+        return self.cost.kv_transfer_time_s(kv_tokens)
 
     # -- stimuli from the cluster -------------------------------------------------------------
 
@@ -251,6 +286,7 @@ class DecodeInstance:
             ):
                 continue  # stale: the request left (preempted or migrated) since
             del self._running[index]
+            self._membership += 1
             request.generated = request.output_tokens
             self._kv_tokens -= request.prompt_tokens + request.output_tokens
             self._on_finish(request, now_s)
@@ -260,6 +296,7 @@ class DecodeInstance:
             request = self._running.pop(index, None)
             if request is None:
                 continue  # finished or preempted meanwhile; the migration notices
+            self._membership += 1
             request.generated = request.gen_at_join + self.steps - request.join_step
             self._kv_tokens -= request.prompt_tokens + request.generated
             if self._on_left is not None:
@@ -270,6 +307,7 @@ class DecodeInstance:
         if request.paused_since_s is not None:
             request.pause_s += now_s - request.paused_since_s
             request.paused_since_s = None
+        self._membership += 1
         request.join_step = self.steps
         request.gen_at_join = request.generated
         self._running[request.index] = request
@@ -284,6 +322,7 @@ class DecodeInstance:
         while self._running and self._kv_tokens + len(self._running) > cap:
             index = next(reversed(self._running))
             victim = self._running.pop(index)
+            self._membership += 1
             victim.generated = victim.gen_at_join + self.steps - victim.join_step
             self._kv_tokens -= victim.prompt_tokens + victim.generated
             victim.needs_recompute = True
