@@ -32,6 +32,10 @@ SHOWN = (
     "p99_tpot_ms",
     "mean_e2el_ms",
     "p99_e2el_ms",
+    "num_migrations",
+    "num_migrations_aborted",
+    "migrated_bytes",
+    "migration_pause_s",
 )
 
 
@@ -108,7 +112,15 @@ def simulate_command(
         "least-queued-tokens", "--dispatch", help="Prefill dispatch policy."
     ),
     placement: str = typer.Option("round-robin", "--placement", help="Decode placement policy."),
-    rescheduler: str = typer.Option("none", "--rescheduler", help="Decode rescheduler."),
+    rescheduler: str = typer.Option(
+        "none", "--rescheduler", help="Decode rescheduler: none, llumnix, ares."
+    ),
+    prediction: str = typer.Option(
+        "none",
+        "--prediction",
+        help="Remaining-length predictions: none, oracle, noise:SIGMA, error-model[:PATH].",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the prediction noise."),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the arrival rate."),
     num_requests: int | None = typer.Option(
         None, "--num-requests", help="Use only the first N requests."
@@ -145,6 +157,8 @@ def simulate_command(
         rescheduler=rescheduler,
         exact=exact,
         record_timeline=timeline is not None,
+        prediction=prediction,
+        seed=seed,
     )
     w = prepare_workload(workload, rate_scale, num_requests, skip_bad)
     result = run_simulation(w, config, as_json)
