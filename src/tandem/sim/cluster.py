@@ -243,7 +243,7 @@ class Simulator:
                     continue
             elif not heap:
                 break
-            now_s, kind, _, _, payload = pop(heap)
+            now_s, kind, _, payload = pop(heap)
             clock.now_s = now_s
             if kind == step_done:
                 payload[0].on_wake(now_s, payload[1], payload[2])

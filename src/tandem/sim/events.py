@@ -23,22 +23,22 @@ class Priority(IntEnum):
 
 
 class EventQueue:
-    """Min-heap of ``(time_s, priority, seq, kind, payload)``."""
+    """Min-heap of ``(time_s, priority, seq, payload)``; the priority is also the event kind."""
 
     __slots__ = ("heap", "_seq")
 
     def __init__(self) -> None:
         #: The heap itself; the simulator's hot loop pops it directly.
-        self.heap: list[tuple[float, int, int, Priority, Any]] = []
+        self.heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
 
     def push(self, time_s: float, kind: Priority, payload: Any) -> None:
         self._seq += 1
-        heapq.heappush(self.heap, (time_s, int(kind), self._seq, kind, payload))
+        heapq.heappush(self.heap, (time_s, kind, self._seq, payload))
 
     def pop(self) -> tuple[float, Priority, Any]:
-        time_s, _, _, kind, payload = heapq.heappop(self.heap)
-        return time_s, kind, payload
+        time_s, kind, _, payload = heapq.heappop(self.heap)
+        return time_s, Priority(kind), payload
 
     def peek_time(self) -> float:
         return self.heap[0][0] if self.heap else float("inf")
