@@ -1,0 +1,1 @@
+"""Experiments that compare policies end to end in the simulator."""
