@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from tandem import __version__
-from tandem.commands import demo, experiment, plan, profile, simulate, trace
+from tandem.commands import demo, experiment, plan, predict, profile, simulate, trace
 from tandem.errors import TandemError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(trace.app, name="trace")
 app.add_typer(profile.app, name="profile")
+app.add_typer(predict.app, name="predict")
 app.add_typer(experiment.app, name="experiment")
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate_command)

@@ -1,0 +1,140 @@
+"""The predictor checkpoint: every trained predictor of one run, tied to one model and split.
+
+One file (``torch.save`` of plain tensors and primitives, loadable with ``weights_only=True``)
+holds the ARES heads (raw and log target), the prompt-only head, the TRAIL classifier with its
+bin edges, the progress tables, and the split seed, so ``eval`` compares all predictors on the
+same test requests. It records the serving model's ``ModelIdentity`` and tapped layers; loading
+it for another model or hidden size is refused with a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tandem.engine.identity import ModelIdentity, require_same_model
+from tandem.errors import ConfigError, InputFormatError
+from tandem.predict.baselines import ProgressTable
+from tandem.predict.dataset import LengthSamples
+from tandem.predict.heads import (
+    BinClassifier,
+    ClassifierConfig,
+    HeadConfig,
+    RegressionHead,
+    count_params,
+)
+from tandem.predict.split import RequestSplit, split_requests
+
+FORMAT = "tandem-length-predictor"
+VERSION = 1
+
+
+@dataclass
+class PredictorBundle:
+    """Trained predictors plus what they were trained for (see the module docstring)."""
+
+    identity: ModelIdentity
+    layer: int
+    mid_layer: int
+    every_tokens: int
+    split_seed: int
+    split_fractions: tuple[float, float, float]
+    heads: dict[str, RegressionHead]
+    trail: BinClassifier
+    trail_edges: np.ndarray
+    tables: dict[str, ProgressTable]
+    val_mae: dict[str, float] = field(default_factory=dict)
+    train_log: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, samples: LengthSamples) -> RequestSplit:
+        """The request split the predictors were trained with."""
+        return split_requests(samples["request_id"], self.split_seed, self.split_fractions)
+
+    def num_params(self) -> dict[str, int]:
+        out = {name: count_params(head) for name, head in self.heads.items()}
+        out["trail"] = count_params(self.trail)
+        out.update({name: table.num_params for name, table in self.tables.items()})
+        return out
+
+    def describe(self, samples: LengthSamples) -> dict[str, Any]:
+        return {
+            "model": self.identity.to_dict(),
+            "layer": self.layer,
+            "every_tokens": self.every_tokens,
+            "ares_widths": list(self.heads["ares"].config.widths),
+            "num_requests": samples.num_requests,
+            "split_seed": self.split_seed,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.identity.to_dict(),
+            "layer": self.layer,
+            "mid_layer": self.mid_layer,
+            "every_tokens": self.every_tokens,
+            "split_seed": self.split_seed,
+            "split_fractions": list(self.split_fractions),
+            "heads": {
+                name: {"config": head.config.to_dict(), "state": head.state_dict()}
+                for name, head in self.heads.items()
+            },
+            "trail": {
+                "config": self.trail.config.to_dict(),
+                "state": self.trail.state_dict(),
+                "edges": [int(e) for e in self.trail_edges],
+            },
+            "tables": {name: table.to_dict() for name, table in self.tables.items()},
+            "val_mae": dict(self.val_mae),
+            "train_log": self.train_log,
+        }
+        torch.save(payload, path)
+        return path
+
+
+def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> PredictorBundle:
+    """Load a checkpoint; refuse it if malformed or made for another model / hidden size."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(path, None, None, "no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise InputFormatError(path, None, None, f"not a predictor checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputFormatError(path, None, "format", f"expected a {FORMAT} checkpoint")
+    identity = ModelIdentity.from_dict(payload["model"])
+    if expected is not None:
+        try:
+            require_same_model(expected, identity, f"checkpoint {path}")
+        except ConfigError as exc:
+            raise InputFormatError(path, None, "model", str(exc)) from exc
+    heads = {}
+    for name, entry in payload["heads"].items():
+        head = RegressionHead(HeadConfig.from_dict(entry["config"]))
+        head.load_state_dict(entry["state"])
+        heads[name] = head.eval()
+    trail = BinClassifier(ClassifierConfig.from_dict(payload["trail"]["config"]))
+    trail.load_state_dict(payload["trail"]["state"])
+    fractions = tuple(float(f) for f in payload["split_fractions"])
+    return PredictorBundle(
+        identity=identity,
+        layer=int(payload["layer"]),
+        mid_layer=int(payload["mid_layer"]),
+        every_tokens=int(payload["every_tokens"]),
+        split_seed=int(payload["split_seed"]),
+        split_fractions=(fractions[0], fractions[1], fractions[2]),
+        heads=heads,
+        trail=trail.eval(),
+        trail_edges=np.asarray(payload["trail"]["edges"], dtype=np.int64),
+        tables={name: ProgressTable.from_dict(t) for name, t in payload["tables"].items()},
+        val_mae={k: float(v) for k, v in payload.get("val_mae", {}).items()},
+        train_log=dict(payload.get("train_log", {})),
+    )
