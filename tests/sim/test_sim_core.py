@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sim_helpers import busy_workload, config, cost
 
+from sim_helpers import busy_workload, config, cost
 from tandem.errors import ConfigError, UnknownNameError
 from tandem.sim import simulate
 from tandem.sim.events import EventQueue, Priority

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from sim_helpers import busy_workload, config
 
+from sim_helpers import busy_workload, config
 from tandem.control.policies import DecodeRescheduler, Migration
 from tandem.control.views import DecodeInstanceView
 from tandem.sim import simulate
