@@ -29,6 +29,19 @@ def print_mapping(title: str, mapping: Mapping[str, Any]) -> None:
     print_table(title, ["metric", "value"], [(k, v) for k, v in mapping.items()])
 
 
+def parse_positive_ints(text: str, option: str) -> tuple[int, ...]:
+    """``"16,64"`` into ``(16, 64)``; anything else is refused naming the option."""
+    from tandem.errors import ConfigError
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{option} must be positive integers, got {text!r}")
+    return values
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"

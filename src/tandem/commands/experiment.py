@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from tandem.commands._output import print_json, print_table
+from tandem.commands._output import parse_positive_ints, print_json, print_table
 from tandem.errors import ConfigError
 from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
 from tandem.metrics.serving import parse_slo
@@ -26,16 +26,6 @@ DEFAULT_SLOS = {
     "azure-code": "ttft=2s,tpot=100ms",
     "mooncake-conv": "ttft=10s,tpot=100ms",
 }
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"expected positive integers, got '{text}'")
-    return values
 
 
 @app.command("rescheduling")
@@ -70,7 +60,7 @@ def rescheduling(
     for workload_name in [w for w in workloads.split(",") if w]:
         slo_text = DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         workload = time_window(load_workload(workload_name), 0.0, window_s)
-        for num_decode in _ints(decode):
+        for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))
             setup = Setup(workload, cost, num_prefill, num_decode, parse_slo(slo_text))
             timelines: dict[str, SimResult] = {}

@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from tandem.commands._output import parse_positive_ints
+
 app = typer.Typer(
     help="Remaining-length predictor (ARES) on the serving model's hidden states.",
     no_args_is_help=True,
@@ -133,7 +135,7 @@ def train(
     _threads(threads)
     samples = load_samples(data)
     spec = TrainSpec(
-        widths=_parse_widths(widths),
+        widths=parse_positive_ints(widths, "--widths"),
         seed=seed,
         max_epochs=max_epochs,
         patience=patience,
@@ -145,18 +147,6 @@ def train(
     typer.echo(
         f"wrote {out}: " + ", ".join(f"{k} val MAE {v:.1f}" for k, v in bundle.val_mae.items())
     )
-
-
-def _parse_widths(text: str) -> tuple[int, ...]:
-    from tandem.errors import ConfigError
-
-    try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError as exc:
-        raise ConfigError(f"--widths must be comma-separated integers, got {text!r}") from exc
-    if not widths or min(widths) < 1:
-        raise ConfigError(f"--widths must be positive integers, got {text!r}")
-    return widths
 
 
 @app.command("eval")

@@ -8,9 +8,10 @@ model is refused with a message. No torch import here: data files are read with 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, InputFormatError
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,18 @@ class ModelIdentity:
         return (
             f"{self.name} (d={self.hidden_size}, {self.num_layers} layers, {self.fingerprint[:12]})"
         )
+
+
+def require_model_of_file(
+    expected: ModelIdentity | None, found: ModelIdentity, path: Path, what: str
+) -> None:
+    """Refuse (``InputFormatError`` on field ``model``) a file recorded for another model."""
+    if expected is None:
+        return
+    try:
+        require_same_model(expected, found, f"{what} {path}")
+    except ConfigError as exc:
+        raise InputFormatError(path, None, "model", str(exc)) from exc
 
 
 def require_same_model(expected: ModelIdentity, found: ModelIdentity, what: str) -> None:

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tandem.errors import ConfigError
-from tandem.perf.base import CostModel
-from tandem.perf.instance import InstanceSpec
+from tandem.perf.instance import InstanceCostModel, InstanceSpec
 from tandem.perf.ranges import MeasuredRange, WarnOnce
 
 
@@ -45,7 +44,7 @@ class DecodeSegment:
 
 
 @dataclass(frozen=True)
-class FittedCostModel(CostModel):
+class FittedCostModel(InstanceCostModel):
     """Closed-form cost model of one instance; coefficients come from a profile file."""
 
     name: str
@@ -96,14 +95,6 @@ class FittedCostModel(CostModel):
                     f"cost model '{self.name}': decode segment at batch {b} is faster than the "
                     "one before it"
                 )
-
-    @property
-    def kv_capacity_tokens(self) -> int:  # type: ignore[override]
-        return self.instance.kv_capacity_tokens
-
-    @property
-    def kv_bytes_per_token(self) -> int:  # type: ignore[override]
-        return self.instance.kv_bytes_per_token
 
     def prefill_time_s(self, prompt_lens: Sequence[int]) -> float:
         if not prompt_lens:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tandem.errors import ConfigError
+from tandem.perf.base import CostModel
 from tandem.perf.specs import HardwareSpec, ModelSpec
 
 DEFAULT_ACTIVATION_RESERVE_FRACTION = 0.10
@@ -80,3 +81,17 @@ class InstanceSpec:
         return self.kv_link_latency_s + (
             num_tokens * self.kv_bytes_per_token / self.kv_link_bandwidth_bytes_per_s
         )
+
+
+class InstanceCostModel(CostModel):
+    """A cost model of one ``InstanceSpec``, whose KV numbers come from that spec."""
+
+    instance: InstanceSpec
+
+    @property
+    def kv_capacity_tokens(self) -> int:  # type: ignore[override]
+        return self.instance.kv_capacity_tokens
+
+    @property
+    def kv_bytes_per_token(self) -> int:  # type: ignore[override]
+        return self.instance.kv_bytes_per_token

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tandem.errors import ConfigError
-from tandem.perf.base import CostModel
-from tandem.perf.instance import InstanceSpec
+from tandem.perf.instance import InstanceCostModel, InstanceSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +50,12 @@ class RooflineEfficiency:
 
 
 @dataclass(frozen=True)
-class RooflineCostModel(CostModel):
+class RooflineCostModel(InstanceCostModel):
     """Speed-of-light times scaled by stated efficiencies; no measured range, no warnings."""
 
     name: str
     instance: InstanceSpec
     efficiency: RooflineEfficiency = field(default_factory=RooflineEfficiency)
-
-    @property
-    def kv_capacity_tokens(self) -> int:  # type: ignore[override]
-        return self.instance.kv_capacity_tokens
-
-    @property
-    def kv_bytes_per_token(self) -> int:  # type: ignore[override]
-        return self.instance.kv_bytes_per_token
 
     # -- kernels (seconds, whole instance) ---------------------------------------------------
 

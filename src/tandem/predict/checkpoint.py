@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tandem.engine.identity import ModelIdentity, require_same_model
-from tandem.errors import ConfigError, InputFormatError
+from tandem.engine.identity import ModelIdentity, require_model_of_file
+from tandem.errors import InputFormatError
 from tandem.predict.baselines import ProgressTable
 from tandem.predict.dataset import LengthSamples
 from tandem.predict.heads import (
@@ -111,11 +111,7 @@ def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> Pred
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputFormatError(path, None, "format", f"expected a {FORMAT} checkpoint")
     identity = ModelIdentity.from_dict(payload["model"])
-    if expected is not None:
-        try:
-            require_same_model(expected, identity, f"checkpoint {path}")
-        except ConfigError as exc:
-            raise InputFormatError(path, None, "model", str(exc)) from exc
+    require_model_of_file(expected, identity, path, "checkpoint")
     heads = {}
     for name, entry in payload["heads"].items():
         head = RegressionHead(HeadConfig.from_dict(entry["config"]))

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tandem.engine.identity import ModelIdentity, require_same_model
-from tandem.errors import ConfigError, InputFormatError
+from tandem.engine.identity import ModelIdentity, require_model_of_file
+from tandem.errors import InputFormatError
 
 FORMAT = "tandem-length-samples"
 VERSION = 1
@@ -118,11 +118,7 @@ def load_samples(path: str | Path, expected: ModelIdentity | None = None) -> Len
             path, None, "header", f"expected {FORMAT} v{VERSION}, found {header.get('format')!r}"
         )
     identity = ModelIdentity.from_dict(header["model"])
-    if expected is not None:
-        try:
-            require_same_model(expected, identity, f"data file {path}")
-        except ConfigError as exc:
-            raise InputFormatError(path, None, "model", str(exc)) from exc
+    require_model_of_file(expected, identity, path, "data file")
     samples = LengthSamples(
         identity=identity,
         layer=int(header["layer"]),

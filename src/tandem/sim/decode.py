@@ -34,6 +34,11 @@ from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
 
 
+def _finish_step(request: SimRequest) -> int:
+    """The instance step counter value at which a running request makes its last token."""
+    return request.join_step + request.output_tokens - request.gen_at_join
+
+
 class DecodeInstance:
     """One decode instance; implements ``tandem.control.views.DecodeInstanceView``."""
 
@@ -280,10 +285,7 @@ class DecodeInstance:
         while heap and heap[0][0] <= self.steps:
             step, index = heapq.heappop(heap)
             request = self._running.get(index)
-            if (
-                request is None
-                or request.join_step + request.output_tokens - request.gen_at_join != step
-            ):
+            if request is None or _finish_step(request) != step:
                 continue  # stale: the request left (preempted or migrated) since
             del self._running[index]
             self._membership += 1
@@ -312,10 +314,7 @@ class DecodeInstance:
         request.gen_at_join = request.generated
         self._running[request.index] = request
         self._kv_tokens += request.prompt_tokens + request.generated
-        heapq.heappush(
-            self._finish_heap,
-            (self.steps + request.output_tokens - request.generated, request.index),
-        )
+        heapq.heappush(self._finish_heap, (_finish_step(request), request.index))
 
     def _preempt_if_needed(self) -> None:
         cap = self.kv_capacity_tokens - self.kv_reserved_tokens
@@ -363,10 +362,7 @@ class DecodeInstance:
         while True:  # drop stale heap entries so the top is a real finish
             step, index = heap[0]
             request = self._running.get(index)
-            if (
-                request is not None
-                and request.join_step + request.output_tokens - request.gen_at_join == step
-            ):
+            if request is not None and _finish_step(request) == step:
                 break
             heapq.heappop(heap)
         k_finish = heap[0][0] - self.steps

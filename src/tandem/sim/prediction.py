@@ -65,16 +65,16 @@ class PredictionSource:
         self.kind = kind
         self.refresh_tokens = refresh_tokens
         self._sigma = sigma
+        # The pools are drawn only for sources that sample (every Simulator has a source).
         rng = np.random.default_rng(seed)
-        self._uniform = rng.random(_POOL_SIZE)
-        self._normal = rng.standard_normal(_POOL_SIZE)
+        sampling = kind in ("noise", "error-model")
+        self._uniform = rng.random(_POOL_SIZE) if sampling else np.empty(0)
+        self._normal = rng.standard_normal(_POOL_SIZE) if sampling else np.empty(0)
         self._error_model = None
         if kind == "error-model":
             from tandem.predict.error_model import ErrorModel
 
-            model = (
-                ErrorModel.load(error_model_path) if error_model_path else ErrorModel.packaged()
-            )
+            model = ErrorModel.load(error_model_path) if error_model_path else ErrorModel.packaged()
             self._error_model = model.rescaled(median_output_tokens)
         # request index -> (generated at the last refresh, predicted remaining then)
         self._cache: dict[int, tuple[int, float]] = {}
