@@ -11,7 +11,12 @@ from sim_helpers import busy_workload, cost
 from tandem.control import make_placement, make_rescheduler
 from tandem.control.ares import AresRescheduler, projected_peak_kv
 from tandem.control.policies import DecodeRescheduler, Migration
-from tandem.control.views import DecodeInstanceView, NewRequestView, RunningRequestView
+from tandem.control.views import (
+    DecodeInstanceView,
+    NewRequestView,
+    RunningRequestView,
+    WaitingRequestView,
+)
 from tandem.sim import ClusterConfig, simulate
 
 
@@ -24,6 +29,7 @@ class D:
     kv_capacity_tokens: int = 10_000
     max_batch_size: int = 64
     num_preemptions: int = 0
+    queue: list[WaitingRequestView] = field(default_factory=list)
 
     @property
     def kv_used_tokens(self) -> int:
@@ -35,6 +41,9 @@ class D:
 
     def running(self) -> list[RunningRequestView]:
         return self.requests
+
+    def waiting(self) -> list[WaitingRequestView]:
+        return self.queue
 
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
         rem = [r.predicted_remaining_tokens for r in self.requests]
@@ -62,23 +71,44 @@ def test_projected_peak_counts_growth_until_each_request_ends() -> None:
     assert projected_peak_kv([], 42, 100) == 42
 
 
-def test_clear_imbalance_moves_the_most_future_per_byte_to_the_emptiest() -> None:
+def test_projected_overflow_moves_the_most_future_per_byte_to_the_emptiest() -> None:
+    # 7,900 tokens now, but three requests keep growing for 3,000 tokens: the peak overflows.
     heavy = D(0, [req(1, 2000, 3000), req(2, 3000, 3000), req(3, 2500, 100), req(4, 400, 3000)])
     light = D(1, [req(5, 500, 200)])
-    moves = AresRescheduler().plan(10.0, [heavy, light])
+    moves = AresRescheduler(horizon_tokens=4096).plan(10.0, [heavy, light])
     assert [(m.request_id, m.source, m.destination) for m in moves] == [(4, 0, 1)]
+    # Within a short horizon the same instance does not overflow: nothing moves.
+    assert AresRescheduler(horizon_tokens=512).plan(10.0, [heavy, light]) == []
 
 
 def test_a_request_about_to_finish_is_never_chosen() -> None:
-    heavy = D(0, [req(1, 6000, 30), req(2, 3000, 10)])
+    # Peak 9,990 + 2 x 50 > 10,000, but both requests end within 64 tokens.
+    heavy = D(0, [req(1, 5000, 60), req(2, 4990, 50)])
     light = D(1)
     assert AresRescheduler(min_remaining_tokens=64).plan(0.0, [heavy, light]) == []
+    # With a lower bar one moves (request 2: moving request 1 would flip the imbalance).
+    moves = AresRescheduler(min_remaining_tokens=32, benefit_ratio=0.0).plan(0.0, [heavy, light])
+    assert [m.request_id for m in moves] == [2]
 
 
 def test_no_migration_when_the_destination_lacks_room() -> None:
     heavy = D(0, [req(1, 6000, 3000), req(2, 3000, 3000)])
     full = D(1, [req(3, 2000, 10)], kv_pending_tokens=7_500)
     assert AresRescheduler().plan(0.0, [heavy, full]) == []
+    roomy = D(1, [req(3, 2000, 10)])
+    assert [m.destination for m in AresRescheduler().plan(0.0, [heavy, roomy])] == [1]
+
+
+def test_a_request_stuck_behind_a_full_instance_is_replaced_where_memory_is_free() -> None:
+    # Instance 0 has 500 tokens free but two requests of 800 wait there: both are stuck.
+    stuck = [WaitingRequestView(7, 800, 1, 100.0), WaitingRequestView(8, 800, 1, 100.0)]
+    full = D(0, [req(1, 9_500, 50)], kv_pending_tokens=1_600, num_pending=2, queue=stuck)
+    free = D(1, [req(2, 1000, 50)])
+    moves = AresRescheduler().plan(0.0, [full, free])
+    assert [(m.request_id, m.source, m.destination) for m in moves] == [(7, 0, 1), (8, 0, 1)]
+    # If the other instance has no room either, the queue keeps its order and stays.
+    busy = D(1, [req(2, 9_900, 50)])
+    assert AresRescheduler().plan(0.0, [full, busy]) == []
 
 
 def test_no_ping_pong_over_many_ticks() -> None:

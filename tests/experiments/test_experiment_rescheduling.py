@@ -12,16 +12,17 @@ from tandem.cli import app
 
 def test_rescheduling_experiment_writes_results_per_workload_and_policy(tmp_path: Path) -> None:
     args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "2"]
-    args += ["--window-s", "120", "--policies", "round-robin,llumnix", "--out-dir", str(tmp_path)]
+    args += ["--window-s", "600", "--policies", "round-robin,llumnix,ares", "--out-dir", str(tmp_path)]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    cell = data["workloads"]["azure-code/1P2D"]
-    assert set(cell["policies"]) == {"round-robin", "llumnix"}
+    cell = data["workloads"]["azure-code/2P2D"]
+    assert set(cell["policies"]) == {"round-robin", "llumnix", "ares"}
     for metrics in cell["policies"].values():
         assert {"p99_tpot_ms", "goodput_rps", "num_preempted"} <= set(metrics)
     assert json.loads((tmp_path / "results.json").read_text()) == data
     assert (tmp_path / "kv_azure-code_2D_round-robin.png").stat().st_size > 1000
+    assert (tmp_path / "kv_azure-code_2D_ares.png").stat().st_size > 1000
 
 
 def test_unknown_policy_is_refused() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
 from tandem.metrics.serving import parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
-from tandem.workload import load_workload
-from tandem.workload.transforms import time_window
+from tandem.workload import Workload, load_workload
+from tandem.workload.transforms import repeat, time_window
 
 app = typer.Typer(help="End-to-end policy comparisons in the simulator.", no_args_is_help=True)
 
@@ -33,10 +34,17 @@ def rescheduling(
     workloads: str = typer.Option("servegen-r1,azure-conv,azure-code,mooncake-conv", "--workloads"),
     decode: str = typer.Option("16,64", "--decode", help="Decode-cluster sizes, comma-separated."),
     prefill_ratio: float = typer.Option(
-        0.5, "--prefill-ratio", help="Prefill instances per decode instance."
+        1.0,
+        "--prefill-ratio",
+        help="Prefill instances per decode instance (enough that decode is the bottleneck).",
     ),
     profile: str = typer.Option("llama3-8b_a100_tp1", "--profile"),
-    window_s: float = typer.Option(600.0, "--window-s", help="Seconds of each trace to replay."),
+    window_s: float = typer.Option(
+        600.0,
+        "--window-s",
+        help="Seconds of each trace to replay per 16 decode instances (larger clusters replay "
+        "proportionally more, repeating the trace if it is too short).",
+    ),
     policies: str = typer.Option(",".join(POLICIES), "--policies"),
     max_goodput: bool = typer.Option(
         False,
@@ -59,8 +67,9 @@ def rescheduling(
     rows = []
     for workload_name in [w for w in workloads.split(",") if w]:
         slo_text = DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
-        workload = time_window(load_workload(workload_name), 0.0, window_s)
+        trace = load_workload(workload_name)
         for num_decode in parse_positive_ints(decode, "--decode"):
+            workload = trace_span(trace, window_s * num_decode / 16)
             num_prefill = max(1, round(num_decode * prefill_ratio))
             setup = Setup(workload, cost, num_prefill, num_decode, parse_slo(slo_text))
             timelines: dict[str, SimResult] = {}
@@ -83,6 +92,7 @@ def rescheduling(
                         m.get("max_goodput_rps", float("nan")),
                         m["num_preempted"],
                         m["num_migrations"],
+                        m["num_replaced"],
                         m["migrated_bytes"] / 2**30,
                     )
                 )
@@ -104,11 +114,19 @@ def rescheduling(
             "max goodput",
             "preempted",
             "migrations",
+            "re-placed",
             "GiB moved",
         ],
         rows,
     )
     typer.echo(f"results and plots in {out_dir}")
+
+
+def trace_span(trace: Workload, span_s: float) -> Workload:
+    """The first ``span_s`` seconds of ``trace``, repeating it back to back if it is shorter."""
+    if trace.duration_s > 0 and span_s > trace.duration_s:
+        trace = repeat(trace, math.ceil(span_s / trace.duration_s))
+    return time_window(trace, 0.0, span_s)
 
 
 def _plot_pair(timelines: dict[str, SimResult], out: Path) -> None:

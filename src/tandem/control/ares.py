@@ -48,7 +48,12 @@ from tandem.control.policies import (
     Migration,
     register,
 )
-from tandem.control.views import DecodeInstanceView, NewRequestView, RunningRequestView
+from tandem.control.views import (
+    DecodeInstanceView,
+    NewRequestView,
+    RunningRequestView,
+    WaitingRequestView,
+)
 
 
 def projected_peak_kv(
@@ -107,8 +112,12 @@ class AresPlacement(DecodePlacementPolicy):
 class _Instance:
     index: int
     view: DecodeInstanceView
-    running: list[RunningRequestView]
+    #: Upper bound of the projected KV peak (plus pending), as a share of capacity.
     load: float
+    #: KV tokens free now for newcomers: capacity minus used minus promised.
+    room: float
+    #: Requests running or pending (bounded by the batch limit).
+    busy: int
 
 
 @register(_RESCHEDULER, "ares")
@@ -119,59 +128,131 @@ class AresRescheduler(DecodeRescheduler):
         self,
         interval_s: float = 0.5,
         horizon_tokens: int = 1024,
-        high_watermark: float = 0.9,
-        imbalance: float = 0.1,
+        high_watermark: float = 1.0,
         min_remaining_tokens: int = 64,
-        cooldown_s: float = 5.0,
+        cooldown_s: float = 10.0,
         benefit_ratio: float = 10.0,
     ) -> None:
         self.interval_s = interval_s
         self.horizon_tokens = horizon_tokens
         self.high_watermark = high_watermark
-        self.imbalance = imbalance
         self.min_remaining_tokens = min_remaining_tokens
         self.cooldown_s = cooldown_s
         self.benefit_ratio = benefit_ratio
         self._last_moved_s: dict[int, float] = {}
 
-    def _load(self, view: DecodeInstanceView, running: list[RunningRequestView]) -> float:
-        pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in running]
-        peak = projected_peak_kv(pairs, float(view.kv_pending_tokens), self.horizon_tokens)
-        return peak / view.kv_capacity_tokens
+    def _state(self, index: int, view: DecodeInstanceView) -> _Instance:
+        projected = view.projected_kv_tokens(self.horizon_tokens)
+        used = view.kv_used_tokens
+        pending = view.kv_pending_tokens
+        upper = (used if projected is None else projected) + pending
+        cap = view.kv_capacity_tokens
+        busy = view.num_running + view.num_pending
+        return _Instance(index, view, upper / cap, cap - used - pending, busy)
+
+    def _cooling(self, now_s: float, request_id: int) -> bool:
+        return now_s - self._last_moved_s.get(request_id, -1e18) < self.cooldown_s
 
     def plan(self, now_s: float, instances: Sequence[DecodeInstanceView]) -> Sequence[Migration]:
         if len(instances) < 2:
             return ()
-        states = []
-        for i, view in enumerate(instances):
-            running = list(view.running())
-            states.append(_Instance(i, view, running, self._load(view, running)))
-        mean = sum(s.load for s in states) / len(states)
-        sources = sorted(
-            (s for s in states if s.load > self.high_watermark or s.load > mean + self.imbalance),
-            key=lambda s: -s.load,
-        )
-        used: set[int] = set()
-        moves: list[Migration] = []
-        for source in sources:
-            if source.index in used:
-                continue
-            move = self._best_move(now_s, source, states, used)
-            if move is not None:
-                moves.append(move)
         self._last_moved_s = {
             rid: t for rid, t in self._last_moved_s.items() if now_s - t < self.cooldown_s
         }
+        states = [self._state(i, view) for i, view in enumerate(instances)]
+        moves = self._replace_waiting(now_s, states)
+        moves.extend(self._migrate_running(now_s, states))
+        return moves
+
+    # -- 1. requests stuck in a full instance's queue go where memory is free now -------------
+
+    def _replace_waiting(self, now_s: float, states: list[_Instance]) -> list[Migration]:
+        moves: list[Migration] = []
+        for source in sorted(states, key=lambda s: (s.room, s.index)):
+            if source.room >= 0:
+                break  # everything waiting on the remaining instances fits where it is
+            for w in self._stuck(source):
+                if self._cooling(now_s, w.request_id):
+                    continue
+                rem = w.predicted_remaining_tokens
+                growth = min(rem if rem is not None else 0.0, self.horizon_tokens)
+                delta = (w.kv_tokens + growth) / source.view.kv_capacity_tokens
+                dest = self._roomiest(states, source, w.kv_tokens + growth, delta)
+                if dest is None:
+                    break  # nowhere has room for the first stuck request: keep FCFS order
+                moves.append(Migration(w.request_id, source.index, dest.index))
+                self._last_moved_s[w.request_id] = now_s
+                source.room += w.kv_tokens
+                source.load -= delta
+                source.busy -= 1
+                dest.room -= w.kv_tokens
+                dest.load += delta
+                dest.busy += 1
+        return moves
+
+    @staticmethod
+    def _stuck(source: _Instance) -> list[WaitingRequestView]:
+        """Waiting requests that do not fit in the memory free now, in queue order."""
+        waiting = list(source.view.waiting())
+        fits = source.room + sum(w.kv_tokens for w in waiting)  # memory free for the queue
+        for position, w in enumerate(waiting):
+            fits -= w.kv_tokens
+            if fits < 0:
+                return waiting[position:]
+        return []
+
+    def _roomiest(
+        self, states: list[_Instance], source: _Instance, tokens: float, delta: float
+    ) -> _Instance | None:
+        best = None
+        for s in states:
+            if (
+                s.index == source.index
+                or s.room < tokens
+                or s.busy >= s.view.max_batch_size
+                or s.load + delta > self.high_watermark
+            ):
+                continue
+            if best is None or (s.load, s.index) < (best.load, best.index):
+                best = s
+        return best
+
+    # -- 2. running requests leave instances whose projected peak overflows ------------------
+
+    def _migrate_running(self, now_s: float, states: list[_Instance]) -> list[Migration]:
+        sources = []
+        for s in states:
+            if s.load <= self.high_watermark:
+                continue  # the upper bound already fits: no overflow within the horizon
+            running = list(s.view.running())
+            pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in running]
+            pending = float(s.view.kv_pending_tokens)
+            peak = projected_peak_kv(pairs, pending, self.horizon_tokens)
+            s.load = peak / s.view.kv_capacity_tokens
+            if s.load > self.high_watermark:
+                sources.append((s, running))
+        sources.sort(key=lambda item: (-item[0].load, item[0].index))
+        used: set[int] = set()
+        moves: list[Migration] = []
+        for source, running in sources:
+            move = self._best_move(now_s, source, running, states, used)
+            if move is not None:
+                moves.append(move)
         return moves
 
     def _best_move(
-        self, now_s: float, source: _Instance, states: list[_Instance], used: set[int]
+        self,
+        now_s: float,
+        source: _Instance,
+        running: list[RunningRequestView],
+        states: list[_Instance],
+        used: set[int],
     ) -> Migration | None:
         candidates = [
             r
-            for r in source.running
+            for r in running
             if remaining_estimate(r) >= self.min_remaining_tokens
-            and now_s - self._last_moved_s.get(r.request_id, -1e18) >= self.cooldown_s
+            and not self._cooling(now_s, r.request_id)
         ]
         candidates.sort(
             key=lambda r: (
@@ -184,20 +265,22 @@ class AresRescheduler(DecodeRescheduler):
             key=lambda s: (s.load, s.index),
         )
         step_s = source.view.step_time_s()
+        cap = source.view.kv_capacity_tokens
         for r in candidates[:8]:
             rem = remaining_estimate(r)
-            delta = (r.kv_tokens + min(rem, self.horizon_tokens)) / source.view.kv_capacity_tokens
             if rem * step_s < self.benefit_ratio * source.view.kv_copy_time_s(r.kv_tokens):
-                continue
+                continue  # copying costs too much of what is left to gain
+            need = r.kv_tokens + min(rem, self.horizon_tokens)
+            delta = need / cap
             for dest in destinations[:4]:
-                view = dest.view
-                room = view.kv_capacity_tokens - view.kv_used_tokens - view.kv_pending_tokens
-                if r.kv_tokens + view.num_running + 2 > room:
+                if dest.room < need or dest.busy >= dest.view.max_batch_size:
                     continue
-                if dest.load + delta >= source.load - delta - self.imbalance / 2:
-                    break  # destinations are sorted: no later one does better
+                if dest.load + delta > min(self.high_watermark, source.load - delta):
+                    break  # sorted by load: no later destination does better
                 source.load -= delta
                 dest.load += delta
+                dest.room -= r.kv_tokens
+                dest.busy += 1
                 used.update((source.index, dest.index))
                 self._last_moved_s[r.request_id] = now_s
                 return Migration(r.request_id, source.index, dest.index)

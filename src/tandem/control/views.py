@@ -35,6 +35,19 @@ class RunningRequestView:
     predicted_remaining_tokens: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingRequestView:
+    """A request placed on a decode instance that waits for memory there (its KV is still on
+    the prefill instance, or was dropped by a preemption and will be recomputed)."""
+
+    request_id: int
+    #: KV tokens it needs to join: prompt plus tokens generated so far.
+    kv_tokens: int
+    tokens_generated: int
+    #: Predicted remaining output tokens, or None without predictor.
+    predicted_remaining_tokens: float | None = None
+
+
 class PrefillInstanceView(Protocol):
     """A prefill instance: its FCFS queue and the batch in progress."""
 
@@ -89,6 +102,11 @@ class DecodeInstanceView(Protocol):
 
     def running(self) -> Sequence[RunningRequestView]:
         """The running requests, built on demand (costly: for periodic policies only)."""
+        ...
+
+    def waiting(self) -> Sequence[WaitingRequestView]:
+        """Requests waiting here for memory, first in line first (not those in transfer). A
+        rescheduler may move one to another instance: nothing is copied, it queues there."""
         ...
 
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:

@@ -47,6 +47,8 @@ from tandem.sim.request import SimRequest
 from tandem.sim.result import SimResult
 from tandem.workload.request import Workload
 
+ADMISSIONS = ("greedy", "predictive")
+
 
 @dataclass(frozen=True)
 class ClusterConfig:
@@ -67,6 +69,9 @@ class ClusterConfig:
     prediction: str = "none"
     prediction_refresh_tokens: int = 20
     seed: int = 0
+    #: Decode admission: ``greedy`` (join when the KV fits now) or ``predictive`` (also when
+    #: the predicted peak fits; needs a prediction source).
+    admission: str = "greedy"
 
     def __post_init__(self) -> None:
         if self.num_prefill < 1 or self.num_decode < 1:
@@ -81,6 +86,12 @@ class ClusterConfig:
         if self.prediction_refresh_tokens < 1:
             raise ConfigError("prediction refresh must be >= 1 token")
         check_prediction_spec(self.prediction)
+        if self.admission not in ADMISSIONS:
+            raise ConfigError(
+                f"unknown admission '{self.admission}'; known: {', '.join(ADMISSIONS)}"
+            )
+        if self.admission == "predictive" and self.prediction == "none":
+            raise ConfigError("predictive admission needs a prediction source (--prediction)")
         # Unknown policy names fail here, before any work.
         make_dispatch(self.dispatch)
         make_placement(self.placement)
@@ -120,6 +131,7 @@ class Simulator:
                 self._left,
                 exact=config.exact,
                 record_timeline=config.record_timeline,
+                predictive_admission=config.admission == "predictive",
             )
             for i in range(config.num_decode)
         ]
@@ -138,7 +150,6 @@ class Simulator:
     def _finished(self, request: SimRequest, now_s: float) -> None:
         request.finish_s = now_s
         self.num_done += 1
-        self.predictor.forget(request)
         if self.migrations is not None:
             self.migrations.on_finished(request)
 
@@ -205,6 +216,7 @@ class Simulator:
             median_output_tokens=max(1.0, median_output),
         )
         if self.predictor.enabled:
+            self.predictor.prepare(requests)
             for instance in self.decode:
                 instance.predictor = self.predictor
         total = len(requests)

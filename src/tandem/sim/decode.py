@@ -12,6 +12,11 @@ Life of a request on a decode instance:
    line, to be recomputed (an out-of-memory event).
 5. After its last token it leaves and frees its KV.
 
+Admission (step 2) is greedy by default, like vLLM: a request joins whenever its KV fits now,
+so a full batch keeps growing into an out-of-memory preemption. With ``predictive_admission``
+(ARES's predictions in the data plane) it also needs the *predicted* KV peak of the batch with
+it (every request growing until its predicted end, then freeing its memory) to fit.
+
 Speed: between batch changes the batch is fixed, and a step of ``B`` requests holding ``S``
 context tokens takes ``base(B) + slope(B) * S``, with ``S`` growing by ``B`` per step. The
 time after ``k`` steps is therefore ``t0 + extra + k*u + v*k*(k-1)/2`` with
@@ -27,11 +32,14 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from tandem.control.views import RunningRequestView
+from tandem.control.ares import projected_peak_kv
+from tandem.control.views import RunningRequestView, WaitingRequestView
 from tandem.perf.base import CostModel
 from tandem.sim.events import Clock, EventQueue, Priority
 from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
+
+_NO_HORIZON = 1 << 40  # projected peaks for admission look to each request's predicted end
 
 
 def _finish_step(request: SimRequest) -> int:
@@ -55,6 +63,7 @@ class DecodeInstance:
         *,
         exact: bool = False,
         record_timeline: bool = False,
+        predictive_admission: bool = False,
     ) -> None:
         self.instance_id = instance_id
         self.cost = cost
@@ -67,6 +76,9 @@ class DecodeInstance:
         self._on_left = on_left
         self._leaving: set[int] = set()
         self._exact = exact
+        self._predictive_admission = predictive_admission
+        # Migrations on their way here: request index -> (request, KV tokens reserved for it).
+        self._incoming: dict[int, tuple[SimRequest, int]] = {}
         self._coeffs: dict[int, tuple[float, float]] = {}
         # Running batch, in the order requests joined (the last is the newest).
         self._running: dict[int, SimRequest] = {}
@@ -78,6 +90,7 @@ class DecodeInstance:
         self.kv_reserved_tokens = 0
         self._waiting_tokens = 0
         self._num_in_transfer = 0
+        self._transferring: dict[int, SimRequest] = {}  # KV on its way from prefill
         self._extra_s = 0.0
         # The segment in progress (fixed batch) and its pending wake-up.
         self._busy = False
@@ -95,8 +108,14 @@ class DecodeInstance:
         self.timeline: list[tuple[float, int, int]] | None = [] if record_timeline else None
         #: Set by the simulator when a prediction source is configured.
         self.predictor: PredictionSource | None = None
-        self._projection_cache: tuple[int, int, float] | None = None
-        self._membership = 0  # bumped whenever a request joins or leaves the running batch
+        # Projected KV, kept incrementally (see ``projected_kv_tokens``): each running request's
+        # term ``kv + min(remaining, horizon)`` as of step ``_proj_ref``, and whether it grows.
+        self._proj_horizon: int | None = None
+        self._proj_ref = 0
+        self._proj_sum = 0.0
+        self._proj_growing = 0
+        self._proj_terms: dict[int, tuple[float, bool]] = {}
+        self._proj_unscored: dict[int, SimRequest] = {}
 
     # -- views (as of the clock's now: the same in fast-forward and exact modes) -----------------
 
@@ -142,24 +161,71 @@ class DecodeInstance:
             for r, g, p in zip(requests, generated, predicted, strict=True)
         ]
 
+    def waiting(self) -> list[WaitingRequestView]:
+        requests = list(self._waiting)
+        generated = [r.generated for r in requests]
+        predictor = self.predictor
+        predicted: list[float | None]
+        if predictor is not None and predictor.enabled:
+            predicted = list(predictor.remaining_many(requests, generated))
+        else:
+            predicted = [None] * len(requests)
+        return [
+            WaitingRequestView(r.request_id, r.need_tokens, g, p)
+            for r, g, p in zip(requests, generated, predicted, strict=True)
+        ]
+
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
-        if self.predictor is None or not self.predictor.enabled:
+        """``kv_used + sum(min(predicted_remaining, horizon))`` over the running batch.
+
+        Kept incrementally, since placement reads it for every instance at every placement: a
+        request's term ``kv + min(rem, horizon)`` is constant while ``rem <= horizon`` and grows
+        by one a step otherwise, so the sum is stored at a reference step with the count of
+        growing terms; joins add a term, departures remove theirs. Every ``refresh_tokens``
+        steps (when predictions refresh) the sum is rebuilt from fresh predictions.
+        """
+        predictor = self.predictor
+        if predictor is None or not predictor.enabled:
             return None
-        # kv + remaining of a request stays constant as it decodes, so the projection only
-        # changes when the batch does (or a refresh changes a prediction): cache until then.
-        key = (self._membership, horizon_tokens)
-        cached = self._projection_cache
-        if cached is not None and cached[:2] == key:
-            return cached[2]
-        steps_now = self._steps_now()
-        steps = self.steps + steps_now
-        requests = list(self._running.values())
+        steps = self.steps + self._steps_now()
+        if (
+            horizon_tokens != self._proj_horizon
+            or steps - self._proj_ref >= predictor.refresh_tokens
+        ):
+            self._proj_horizon = horizon_tokens
+            self._proj_ref = steps
+            self._proj_sum = 0.0
+            self._proj_growing = 0
+            self._proj_terms.clear()
+            self._proj_unscored = dict(self._running)
+        if self._proj_unscored:
+            self._score(list(self._proj_unscored.values()), steps, horizon_tokens)
+            self._proj_unscored.clear()
+        return self._proj_sum + self._proj_growing * (steps - self._proj_ref)
+
+    def _score(self, requests: list[SimRequest], steps: int, horizon: int) -> None:
         generated = [r.gen_at_join + steps - r.join_step for r in requests]
+        assert self.predictor is not None
         remaining = self.predictor.remaining_many(requests, generated)
-        growth = sum(v if v < horizon_tokens else horizon_tokens for v in remaining)
-        value = self._kv_tokens + steps_now * len(requests) + growth
-        self._projection_cache = (*key, value)
-        return value
+        back = steps - self._proj_ref  # growing terms are stored as of the reference step
+        terms = self._proj_terms
+        for request, g, rem in zip(requests, generated, remaining, strict=True):
+            growing = rem > horizon
+            term = request.prompt_tokens + g + (horizon if growing else rem)
+            if growing:
+                term -= back
+                self._proj_growing += 1
+            terms[request.index] = (term, growing)
+            self._proj_sum += term
+
+    def _unproject(self, index: int) -> None:
+        """A request left the running batch: remove its projected-KV term."""
+        entry = self._proj_terms.pop(index, None)
+        if entry is not None:
+            self._proj_sum -= entry[0]
+            self._proj_growing -= entry[1]
+        else:
+            self._proj_unscored.pop(index, None)
 
     def step_time_s(self) -> float:
         if not self._running:
@@ -181,6 +247,7 @@ class DecodeInstance:
     def transfer_done(self, request: SimRequest, now_s: float) -> None:
         """The request's KV has arrived; it joins at the next step boundary."""
         self._num_in_transfer -= 1
+        self._transferring.pop(request.index, None)
         self._joiners.append(request)
         self._kick(now_s)
 
@@ -193,19 +260,33 @@ class DecodeInstance:
         """Tokens the running ``request`` has generated as of now."""
         return request.gen_at_join + self.steps + self._steps_now() - request.join_step
 
+    def withdraw(self, request: SimRequest) -> bool:
+        """Take ``request`` out of the queue of requests waiting for memory (to be placed on
+        another instance); False if it is not waiting here."""
+        try:
+            self._waiting.remove(request)
+        except ValueError:
+            return False
+        self._waiting_tokens -= request.need_tokens
+        return True
+
     def can_reserve(self, tokens: int) -> bool:
         """Whether ``tokens`` of KV can be promised now, leaving room for one more step."""
         room = self.kv_capacity_tokens - self.kv_used_tokens - self.kv_reserved_tokens
         busy = len(self._running) + self._num_in_transfer + len(self._joiners)
         return busy < self.max_batch_size and tokens + len(self._running) + 1 <= room
 
-    def reserve(self, tokens: int, now_s: float) -> None:
-        """Promise KV to an incoming migration; re-plan at the next step boundary."""
+    def reserve(self, tokens: int, now_s: float, request: SimRequest | None = None) -> None:
+        """Promise KV to an incoming migration of ``request``; re-plan at the next boundary."""
         self.kv_reserved_tokens += tokens
+        if request is not None:
+            self._incoming[request.index] = (request, tokens)
         self._kick(now_s)
 
-    def release(self, tokens: int) -> None:
+    def release(self, tokens: int, request: SimRequest | None = None) -> None:
         self.kv_reserved_tokens -= tokens
+        if request is not None:
+            self._incoming.pop(request.index, None)
 
     def leave(self, request: SimRequest, now_s: float) -> None:
         """Take ``request`` off the batch at the next step boundary (``on_left`` is called)."""
@@ -216,6 +297,7 @@ class DecodeInstance:
         """A migrated request's KV is all here; it joins at the next step. Its reservation of
         ``reserved_tokens`` is swapped for what it really holds (``need_tokens``)."""
         self.kv_reserved_tokens += request.need_tokens - reserved_tokens
+        self._incoming.pop(request.index, None)
         self._joiners.append(request)
         self._kick(now_s)
 
@@ -288,7 +370,7 @@ class DecodeInstance:
             if request is None or _finish_step(request) != step:
                 continue  # stale: the request left (preempted or migrated) since
             del self._running[index]
-            self._membership += 1
+            self._unproject(index)
             request.generated = request.output_tokens
             self._kv_tokens -= request.prompt_tokens + request.output_tokens
             self._on_finish(request, now_s)
@@ -298,7 +380,7 @@ class DecodeInstance:
             request = self._running.pop(index, None)
             if request is None:
                 continue  # finished or preempted meanwhile; the migration notices
-            self._membership += 1
+            self._unproject(index)
             request.generated = request.gen_at_join + self.steps - request.join_step
             self._kv_tokens -= request.prompt_tokens + request.generated
             if self._on_left is not None:
@@ -309,10 +391,11 @@ class DecodeInstance:
         if request.paused_since_s is not None:
             request.pause_s += now_s - request.paused_since_s
             request.paused_since_s = None
-        self._membership += 1
         request.join_step = self.steps
         request.gen_at_join = request.generated
         self._running[request.index] = request
+        if self._proj_horizon is not None:
+            self._proj_unscored[request.index] = request
         self._kv_tokens += request.prompt_tokens + request.generated
         heapq.heappush(self._finish_heap, (_finish_step(request), request.index))
 
@@ -321,7 +404,7 @@ class DecodeInstance:
         while self._running and self._kv_tokens + len(self._running) > cap:
             index = next(reversed(self._running))
             victim = self._running.pop(index)
-            self._membership += 1
+            self._unproject(index)
             victim.generated = victim.gen_at_join + self.steps - victim.join_step
             self._kv_tokens -= victim.prompt_tokens + victim.generated
             victim.needs_recompute = True
@@ -337,6 +420,8 @@ class DecodeInstance:
             room = self.kv_capacity_tokens - self._kv_tokens - self.kv_reserved_tokens
             if request.need_tokens + len(self._running) + 1 > room:
                 break  # FCFS: the head waits for memory, nobody overtakes it
+            if self._predictive_admission and not self._fits_predicted(request):
+                break
             self._waiting.popleft()
             self._waiting_tokens -= request.need_tokens
             if request.needs_recompute:
@@ -346,7 +431,36 @@ class DecodeInstance:
             else:
                 self.kv_reserved_tokens += request.need_tokens
                 self._num_in_transfer += 1
+                self._transferring[request.index] = request
                 self._start_transfer(request, self, now_s)
+
+    def _fits_predicted(self, request: SimRequest) -> bool:
+        """Predictive admission: admit only if the predicted KV peak of the batch with
+        ``request`` (everyone growing until their predicted end, then freeing its memory)
+        stays within capacity. An idle instance always admits, so nothing waits forever."""
+        predictor = self.predictor
+        if predictor is None or not predictor.enabled:
+            return True
+        if not self._running and not self._num_in_transfer and not self._joiners:
+            return True
+        running = list(self._running.values())
+        generated = [r.gen_at_join + self.steps - r.join_step for r in running]
+        # Requests promised memory here grow too once they join: transfers from prefill,
+        # transfers done but not yet joined, and migrations on their way.
+        promised = [*self._transferring.values(), *self._joiners]
+        promised += [r for r, _ in self._incoming.values()]
+        generated += [r.generated for r in promised]
+        everyone = [*running, *promised, request]
+        remaining = predictor.remaining_many(everyone, [*generated, request.generated])
+        pairs = [
+            (float(r.prompt_tokens + g), rem)
+            for r, g, rem in zip(everyone, generated, remaining, strict=False)
+        ]
+        pairs.append((float(request.need_tokens), remaining[-1]))
+        # Whatever else is reserved (a migration's copy margin) counts as constant KV.
+        other = self.kv_reserved_tokens - sum(p for _, p in pairs[len(running) : -1])
+        peak = projected_peak_kv(pairs, float(max(0, other)), _NO_HORIZON)
+        return peak <= self.kv_capacity_tokens
 
     def _start_segment(self, now_s: float) -> None:
         batch = len(self._running)

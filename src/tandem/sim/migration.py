@@ -12,6 +12,10 @@ Life of a migration:
 5. r joins D's batch at D's next step boundary. Its pause (leaving S to joining D) is recorded.
 
 Link time is charged on D's inbound link, shared with prefill-to-decode KV transfers.
+
+A request that still *waits for memory* on S (its KV not yet pulled from prefill, or dropped by
+a preemption) is simply re-placed: it leaves S's queue and joins the back of D's, nothing is
+copied, and it is counted in ``num_replaced``, not as a migration.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class MigrationStats:
     num_migrations: int = 0
     num_migrations_aborted: int = 0
     num_migrations_cancelled: int = 0
+    #: Requests moved while still waiting for memory (nothing copied).
+    num_replaced: int = 0
     migrated_bytes: int = 0
     pause_s: float = 0.0
 
@@ -81,6 +87,10 @@ class MigrationManager:
         source = self._decode[migration.source]
         destination = self._decode[migration.destination]
         if source.running_request(request.index) is None:
+            if source.withdraw(request):  # still waiting for memory: re-place it, copy nothing
+                destination.place(request, now_s)
+                self.stats.num_replaced += 1
+                return True
             self.stats.num_migrations_aborted += 1
             return False
         generated = source.generated_now(request)
@@ -93,7 +103,7 @@ class MigrationManager:
         if not destination.can_reserve(reserve):
             self.stats.num_migrations_aborted += 1
             return False
-        destination.reserve(reserve, now_s)
+        destination.reserve(reserve, now_s, request)
         self._next_flight_id += 1
         flight = _InFlight(
             request,
@@ -154,7 +164,7 @@ class MigrationManager:
 
     def _cancel(self, flight: _InFlight) -> None:
         del self._in_flight[flight.request.index]
-        flight.destination.release(flight.reserved_tokens)
+        flight.destination.release(flight.reserved_tokens, flight.request)
         self.stats.num_migrations_cancelled += 1
 
     def on_finished(self, request: SimRequest) -> None:

@@ -15,12 +15,15 @@ Sources (``--prediction``):
   to the workload's median output length; a quantile level is drawn at every refresh.
 
 Draws come from a pool of random numbers made once per run from the seed and indexed by
-(request, refresh number), so a prediction does not depend on when or how often it is read.
+(request, refresh number), so a prediction does not depend on when or how often it is read. All
+of a run's predictions are drawn up front in one vectorized pass (``prepare``); reading one is
+then an array lookup, which keeps prediction-driven policies fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,8 +79,10 @@ class PredictionSource:
 
             model = ErrorModel.load(error_model_path) if error_model_path else ErrorModel.packaged()
             self._error_model = model.rescaled(median_output_tokens)
-        # request index -> (generated at the last refresh, predicted remaining then)
-        self._cache: dict[int, tuple[int, float]] = {}
+        # Every request's prediction at each of its refresh points, drawn once by ``prepare``:
+        # request i's value after refresh j is ``_trajectory[_offset[i] + j]``.
+        self._trajectory: memoryview | None = None
+        self._offset: list[int] = []
 
     @classmethod
     def from_spec(
@@ -100,53 +105,62 @@ class PredictionSource:
     def enabled(self) -> bool:
         return self.kind != "none"
 
-    def _pool_index(self, index: int, refresh: int) -> int:
+    def _pool_index(self, index: Any, refresh: Any) -> Any:
         return (index * 1_000_003 + refresh * 7_919) % _POOL_SIZE
+
+    def prepare(self, requests: Sequence[SimRequest]) -> None:
+        """Draw every request's prediction at every refresh point, in one vectorized pass.
+
+        ``requests[i].index`` must be ``i``. The value drawn for refresh point ``p`` (tokens
+        generated, a multiple of ``refresh_tokens``) depends only on the request, ``p`` and the
+        seed, so reading predictions early, late or often never changes them.
+        """
+        if not self.enabled:
+            return
+        k = self.refresh_tokens
+        outputs = np.fromiter((r.output_tokens for r in requests), dtype=np.int64)
+        counts = outputs // k + 1  # refresh points 0, k, ... up to the last token
+        offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        values = np.empty(int(counts.sum()), dtype=np.float64)
+        chunk = 1 << 20
+        request_of = np.repeat(np.arange(len(requests), dtype=np.int64), counts)
+        for lo in range(0, values.size, chunk):
+            owner = request_of[lo : lo + chunk]
+            refresh = np.arange(lo, lo + owner.size, dtype=np.int64) - offsets[owner]
+            points = refresh * k
+            truth = outputs[owner] - points
+            values[lo : lo + owner.size] = self._draw(owner, refresh, points, truth)
+        self._trajectory = values.data  # a memoryview: indexing gives plain floats, fast
+        self._offset = offsets.tolist()
+
+    def _draw(
+        self, owner: np.ndarray, refresh: np.ndarray, points: np.ndarray, truth: np.ndarray
+    ) -> np.ndarray:
+        if self.kind == "oracle":
+            return truth.astype(np.float64)
+        slots = self._pool_index(owner, refresh)
+        if self.kind == "noise":
+            return truth * np.exp(self._sigma * self._normal[slots])
+        assert self._error_model is not None
+        drawn = self._error_model.at_quantile(points, truth, self._uniform[slots])
+        return np.asarray(drawn, dtype=np.float64)
 
     def remaining_many(
         self, requests: Sequence[SimRequest], generated: Sequence[int]
     ) -> list[float]:
-        """Predicted remaining tokens of each running request after ``generated`` tokens,
-        refreshing (in one batched draw) those that crossed a refresh point."""
-        k = self.refresh_tokens
-        cache = self._cache
+        """Predicted remaining tokens of each running request after ``generated`` tokens: the
+        prediction made at its last refresh point, counted down by the tokens since."""
+        trajectory, offset, k = self._trajectory, self._offset, self.refresh_tokens
+        if trajectory is None:
+            raise RuntimeError("PredictionSource.prepare() must run before predictions are read")
         out: list[float] = []
-        stale: list[tuple[int, SimRequest, int]] = []
-        for position, (request, g) in enumerate(zip(requests, generated, strict=True)):
-            point = g - g % k
-            cached = cache.get(request.index)
-            if cached is None or cached[0] != point:
-                stale.append((position, request, point))
-                out.append(0.0)
-            else:
-                value = cached[1] - (g - point)
-                out.append(value if value > 0.0 else 0.0)
-        if stale:
-            values = self._draw(stale)
-            for (position, request, point), value in zip(stale, values, strict=True):
-                cache[request.index] = (point, value)
-                left = value - (generated[position] - point)
-                out[position] = left if left > 0.0 else 0.0
+        for request, g in zip(requests, generated, strict=True):
+            value = trajectory[offset[request.index] + g // k] - g % k
+            out.append(value if value > 0.0 else 0.0)
         return out
-
-    def _draw(self, stale: list[tuple[int, SimRequest, int]]) -> list[float]:
-        k = self.refresh_tokens
-        truth = np.array([r.output_tokens - p for _, r, p in stale], dtype=np.int64)
-        if self.kind == "oracle":
-            return truth.astype(float).tolist()
-        slots = np.array([self._pool_index(r.index, p // k) for _, r, p in stale], dtype=np.int64)
-        if self.kind == "noise":
-            return (truth * np.exp(self._sigma * self._normal[slots])).tolist()
-        assert self._error_model is not None
-        points = np.array([p for _, _, p in stale], dtype=np.int64)
-        drawn = self._error_model.at_quantile(points, truth, self._uniform[slots])
-        return np.asarray(drawn, dtype=float).reshape(-1).tolist()
 
     def remaining(self, request: SimRequest, generated: int) -> float | None:
         """Predicted remaining tokens of one request (``None`` without a source)."""
         if not self.enabled:
             return None
         return self.remaining_many([request], [generated])[0]
-
-    def forget(self, request: SimRequest) -> None:
-        self._cache.pop(request.index, None)

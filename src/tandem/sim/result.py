@@ -107,6 +107,7 @@ class SimResult:
         out["num_migrations"] = self.migration.num_migrations
         out["num_migrations_aborted"] = self.migration.num_migrations_aborted
         out["num_migrations_cancelled"] = self.migration.num_migrations_cancelled
+        out["num_replaced"] = self.migration.num_replaced
         out["migrated_bytes"] = self.migration.migrated_bytes
         out["migration_pause_s"] = self.migration.pause_s
         return out
