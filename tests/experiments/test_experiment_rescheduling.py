@@ -12,7 +12,8 @@ from tandem.cli import app
 
 def test_rescheduling_experiment_writes_results_per_workload_and_policy(tmp_path: Path) -> None:
     args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "2"]
-    args += ["--window-s", "600", "--policies", "round-robin,llumnix,ares", "--out-dir", str(tmp_path)]
+    args += ["--window-s", "600", "--policies", "round-robin,llumnix,ares"]
+    args += ["--out-dir", str(tmp_path)]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)

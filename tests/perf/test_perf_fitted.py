@@ -15,9 +15,11 @@ from tandem.perf.specs import get_hardware, get_model
 INSTANCE = InstanceSpec(get_model("llama3-8b"), get_hardware("a100"), 1)
 
 
-def make(prefill: tuple[PrefillSegment, ...] = (PrefillSegment(1, 0.01, 1e-4, 1e-9),),
-         decode: tuple[DecodeSegment, ...] = (DecodeSegment(1, 0.01, 1e-4, 1e-7),),
-         measured_range: MeasuredRange | None = None) -> FittedCostModel:
+def make(
+    prefill: tuple[PrefillSegment, ...] = (PrefillSegment(1, 0.01, 1e-4, 1e-9),),
+    decode: tuple[DecodeSegment, ...] = (DecodeSegment(1, 0.01, 1e-4, 1e-7),),
+    measured_range: MeasuredRange | None = None,
+) -> FittedCostModel:
     return FittedCostModel("t", INSTANCE, prefill, decode, measured_range or MeasuredRange())
 
 
@@ -55,8 +57,7 @@ def test_segments_are_picked_by_batch_tokens_and_batch_size() -> None:
 
 def test_out_of_range_query_is_answered_and_warned_once() -> None:
     """Flagged, never silent, never repeated for the same profile."""
-    model = make(measured_range=MeasuredRange(max_prompt_tokens=4096,
-                                              max_decode_batch_size=64))
+    model = make(measured_range=MeasuredRange(max_prompt_tokens=4096, max_decode_batch_size=64))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert model.prefill_time_s([8192]) > model.prefill_time_s([4096])

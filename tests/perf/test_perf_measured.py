@@ -97,12 +97,18 @@ def test_prefill_interpolates_time_between_points(tmp_path: Path) -> None:
         ("num_gpus: 8", "num_gpus: 0", "num_gpus"),
         ("tpot_ms: 16.4", "tpot_ms: 11.0", "decode.points[1].tpot_ms"),
         ("batch_size: 20", "batch_size: 10", "decode.points[1].batch_size"),
-        ("max_throughput_tokens_per_s: 28300", "max_throughput_tokens_per_s: -1",
-         "prefill.points[1].max_throughput_tokens_per_s"),
+        (
+            "max_throughput_tokens_per_s: 28300",
+            "max_throughput_tokens_per_s: -1",
+            "prefill.points[1].max_throughput_tokens_per_s",
+        ),
         ("capacity_tokens: 600000", "capacity_tokenz: 600000", "kv.capacity_tokenz"),
         ("kv: {bytes_per_token: 70272, capacity_tokens: 600000}", "", "kv"),
-        ("max_throughput_tokens_per_s: 20000", "max_throughput_tokens_per_s: 2000",
-         "prefill.points[1].max_throughput_tokens_per_s"),
+        (
+            "max_throughput_tokens_per_s: 20000",
+            "max_throughput_tokens_per_s: 2000",
+            "prefill.points[1].max_throughput_tokens_per_s",
+        ),
         ("tpot_ms: 12.8", "tpot_ms: fast", "decode.points[0].tpot_ms"),
     ],
 )

@@ -29,8 +29,12 @@ def test_enough_measured_model_hardware_pairs_ship() -> None:
     measured = {(p.model, p.hardware) for p in infos if p.source != "roofline"}
     assert len(measured) >= 6
     assert any(p.source == "roofline" for p in infos)
-    for name in ("llama2-70b_h100_tp4", "llama3-8b_a100_tp1", "qwen2.5-7b_h100_tp1",
-                 "opt-13b_a100_tp1"):
+    for name in (
+        "llama2-70b_h100_tp4",
+        "llama3-8b_a100_tp1",
+        "qwen2.5-7b_h100_tp1",
+        "opt-13b_a100_tp1",
+    ):
         assert name in NAMES
     for p in infos:
         assert p.source == "roofline" or any(s in p.source for s in MEASURED_SOURCES)

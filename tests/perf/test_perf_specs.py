@@ -22,8 +22,16 @@ def test_kv_bytes_per_token_matches_published_figures(model: str, kib: int) -> N
 
 def test_required_models_and_hardware_are_built_in() -> None:
     """The issue's model and GPU lists are all present."""
-    for name in ("llama2-7b", "llama2-70b", "llama3-8b", "llama3-70b", "codellama-34b",
-                 "qwen2.5-7b", "opt-13b", "opt-66b"):
+    for name in (
+        "llama2-7b",
+        "llama2-70b",
+        "llama3-8b",
+        "llama3-70b",
+        "codellama-34b",
+        "qwen2.5-7b",
+        "opt-13b",
+        "opt-66b",
+    ):
         assert name in MODELS
     assert set(HARDWARE) >= {"a100", "h100", "h200", "b200"}
     assert get_model("DeepSeek-R1-Distill-Qwen-7B") is get_model("qwen2.5-7b")

@@ -66,8 +66,10 @@ def _summary(model: CostModel) -> dict:
     }
     if isinstance(model, MeasuredCostModel):
         out["prefill_points"] = [
-            {"input_len_tokens": p.input_len_tokens,
-             "max_throughput_tokens_per_s": p.max_throughput_tokens_per_s}
+            {
+                "input_len_tokens": p.input_len_tokens,
+                "max_throughput_tokens_per_s": p.max_throughput_tokens_per_s,
+            }
             for p in model.prefill_points
         ]
         out["overhead_s"] = model.overhead_s
@@ -107,9 +109,7 @@ def show(
         (b, *(summary["decode_step_ms"][f"batch={b},ctx={c}"] for c in SHOW_CONTEXTS))
         for b in SHOW_BATCHES
     ]
-    print_table(
-        "decode step (ms)", ["batch", *(f"ctx {c}/req" for c in SHOW_CONTEXTS)], rows
-    )
+    print_table("decode step (ms)", ["batch", *(f"ctx {c}/req" for c in SHOW_CONTEXTS)], rows)
     for flag in flags:
         typer.echo(f"warning: {flag}", err=True)
     if plot is not None:

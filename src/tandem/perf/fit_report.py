@@ -72,9 +72,7 @@ class FitReport:
 
     def to_json(self) -> dict:
         return {
-            "profiles": [
-                asdict(p) for p in self.profiles
-            ],
+            "profiles": [asdict(p) for p in self.profiles],
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
             "splitwise_mean_abs_pct_error": self.splitwise_mean_abs_pct_error,
         }
@@ -140,6 +138,10 @@ def fit_report() -> FitReport:
         elif doc.kind == "roofline":
             skipped.append((doc.name, "roofline: not fitted, no measured points"))
         else:
-            skipped.append((doc.name, "no held-out points stored (coefficients published "
-                                      "without their measurements)"))
+            skipped.append(
+                (
+                    doc.name,
+                    "no held-out points stored (coefficients published without their measurements)",
+                )
+            )
     return FitReport(tuple(fits), tuple(skipped))

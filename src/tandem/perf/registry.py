@@ -80,9 +80,7 @@ def profile_documents() -> Iterator[ProfileDocument]:
 def list_profiles() -> list[ProfileInfo]:
     """Metadata of the built-in profiles, sorted by name."""
     return [
-        ProfileInfo(
-            d.name, d.model, d.hardware, d.tensor_parallel, d.source, d.kind, d.description
-        )
+        ProfileInfo(d.name, d.model, d.hardware, d.tensor_parallel, d.source, d.kind, d.description)
         for d in profile_documents()
     ]
 

@@ -121,12 +121,32 @@ class HardwareSpec:
 
 _AIC = "aiconfigurator systems/{}.yaml (commit 095f58a)"
 
-def _model(name: str, hf_id: str, layers: int, hidden: int, heads: int, kv_heads: int,
-           ffn: int, vocab: int, params: int, max_context: int, gated: bool = True) -> ModelSpec:
+
+def _model(
+    name: str,
+    hf_id: str,
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    ffn: int,
+    vocab: int,
+    params: int,
+    max_context: int,
+    gated: bool = True,
+) -> ModelSpec:
     return ModelSpec(
-        name=name, hf_id=hf_id, num_layers=layers, hidden_size=hidden,
-        num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=hidden // heads,
-        intermediate_size=ffn, vocab_size=vocab, num_params=params, gated_mlp=gated,
+        name=name,
+        hf_id=hf_id,
+        num_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=hidden // heads,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+        num_params=params,
+        gated_mlp=gated,
         max_context_tokens=max_context,
     )
 
@@ -138,54 +158,181 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         m.name: m
         for m in (
             # name, Hugging Face id, layers, hidden size, heads, KV heads, MLP size
-            _model("llama2-7b", "meta-llama/Llama-2-7b-hf", 32, 4096, 32, 32, 11008,
-                   vocab=32000, params=6_738_415_616, max_context=4096),
-            _model("llama2-70b", "meta-llama/Llama-2-70b-hf", 80, 8192, 64, 8, 28672,
-                   vocab=32000, params=68_976_648_192, max_context=4096),
-            _model("llama3-8b", "meta-llama/Meta-Llama-3-8B", 32, 4096, 32, 8, 14336,
-                   vocab=128256, params=8_030_261_248, max_context=8192),
-            _model("llama3-70b", "meta-llama/Meta-Llama-3-70B", 80, 8192, 64, 8, 28672,
-                   vocab=128256, params=70_553_706_496, max_context=8192),
-            _model("codellama-34b", "codellama/CodeLlama-34b-Instruct-hf", 48, 8192, 64, 8,
-                   22016, vocab=32000, params=33_743_970_304, max_context=16384),
+            _model(
+                "llama2-7b",
+                "meta-llama/Llama-2-7b-hf",
+                32,
+                4096,
+                32,
+                32,
+                11008,
+                vocab=32000,
+                params=6_738_415_616,
+                max_context=4096,
+            ),
+            _model(
+                "llama2-70b",
+                "meta-llama/Llama-2-70b-hf",
+                80,
+                8192,
+                64,
+                8,
+                28672,
+                vocab=32000,
+                params=68_976_648_192,
+                max_context=4096,
+            ),
+            _model(
+                "llama3-8b",
+                "meta-llama/Meta-Llama-3-8B",
+                32,
+                4096,
+                32,
+                8,
+                14336,
+                vocab=128256,
+                params=8_030_261_248,
+                max_context=8192,
+            ),
+            _model(
+                "llama3-70b",
+                "meta-llama/Meta-Llama-3-70B",
+                80,
+                8192,
+                64,
+                8,
+                28672,
+                vocab=128256,
+                params=70_553_706_496,
+                max_context=8192,
+            ),
+            _model(
+                "codellama-34b",
+                "codellama/CodeLlama-34b-Instruct-hf",
+                48,
+                8192,
+                64,
+                8,
+                22016,
+                vocab=32000,
+                params=33_743_970_304,
+                max_context=16384,
+            ),
             # DeepSeek-R1-Distill-Qwen-7B has exactly this architecture (see ALIASES).
-            _model("qwen2.5-7b", "Qwen/Qwen2.5-7B", 28, 3584, 28, 4, 18944,
-                   vocab=152064, params=7_615_616_512, max_context=32768),
-            _model("opt-13b", "facebook/opt-13b", 40, 5120, 40, 40, 20480,
-                   vocab=50272, params=12_853_000_000, max_context=2048, gated=False),
-            _model("opt-66b", "facebook/opt-66b", 64, 9216, 72, 72, 36864,
-                   vocab=50272, params=65_700_000_000, max_context=2048, gated=False),
-            _model("bloom-176b", "bigscience/bloom", 70, 14336, 112, 112, 57344,
-                   vocab=250880, params=176_247_271_424, max_context=8192, gated=False),
+            _model(
+                "qwen2.5-7b",
+                "Qwen/Qwen2.5-7B",
+                28,
+                3584,
+                28,
+                4,
+                18944,
+                vocab=152064,
+                params=7_615_616_512,
+                max_context=32768,
+            ),
+            _model(
+                "opt-13b",
+                "facebook/opt-13b",
+                40,
+                5120,
+                40,
+                40,
+                20480,
+                vocab=50272,
+                params=12_853_000_000,
+                max_context=2048,
+                gated=False,
+            ),
+            _model(
+                "opt-66b",
+                "facebook/opt-66b",
+                64,
+                9216,
+                72,
+                72,
+                36864,
+                vocab=50272,
+                params=65_700_000_000,
+                max_context=2048,
+                gated=False,
+            ),
+            _model(
+                "bloom-176b",
+                "bigscience/bloom",
+                70,
+                14336,
+                112,
+                112,
+                57344,
+                vocab=250880,
+                params=176_247_271_424,
+                max_context=8192,
+                gated=False,
+            ),
         )
     }
 )
 
 #: Other names for the same architecture.
-ALIASES: Mapping[str, str] = MappingProxyType(
-    {"deepseek-r1-distill-qwen-7b": "qwen2.5-7b"}
-)
+ALIASES: Mapping[str, str] = MappingProxyType({"deepseek-r1-distill-qwen-7b": "qwen2.5-7b"})
 
 HARDWARE: Mapping[str, HardwareSpec] = MappingProxyType(
     {
         h.name: h
         for h in (
-            HardwareSpec("a100", "NVIDIA A100-SXM4-80GB", 312e12, 2.039e12, 80 * GIB, 300e9,
-                         25e9, 10e-6, 8,
-                         _AIC.format("a100_sxm") + "; NVIDIA A100 datasheet (312 TFLOPS dense "
-                         "BF16, 2,039 GB/s HBM2e, NVLink 600 GB/s total); HDR 200 Gb/s NIC"),
-            HardwareSpec("h100", "NVIDIA H100 80GB HBM3 (SXM5)", 989e12, 3.35e12, 80 * GIB,
-                         450e9, 50e9, 10e-6, 8,
-                         _AIC.format("h100_sxm") + "; NVIDIA H100 datasheet (989 TFLOPS dense "
-                         "BF16, 3.35 TB/s, NVLink 900 GB/s total); NDR 400 Gb/s NIC"),
-            HardwareSpec("h200", "NVIDIA H200 141GB HBM3e (SXM)", 989e12, 4.8e12, 141 * GIB,
-                         450e9, 50e9, 10e-6, 8,
-                         _AIC.format("h200_sxm") + "; NVIDIA H200 datasheet (4.8 TB/s, 141 GB "
-                         "(aiconfigurator counts 141 GiB)); NDR 400 Gb/s NIC"),
-            HardwareSpec("b200", "NVIDIA B200 (HGX, 180 GiB usable)", 2.25e15, 7.7e12,
-                         180 * GIB, 900e9, 100e9, 10e-6, 8,
-                         _AIC.format("b200_sxm") + "; NVIDIA Blackwell datasheet (2.25 PFLOPS "
-                         "dense BF16, NVLink 1.8 TB/s total); XDR 800 Gb/s NIC"),
+            HardwareSpec(
+                "a100",
+                "NVIDIA A100-SXM4-80GB",
+                312e12,
+                2.039e12,
+                80 * GIB,
+                300e9,
+                25e9,
+                10e-6,
+                8,
+                _AIC.format("a100_sxm") + "; NVIDIA A100 datasheet (312 TFLOPS dense "
+                "BF16, 2,039 GB/s HBM2e, NVLink 600 GB/s total); HDR 200 Gb/s NIC",
+            ),
+            HardwareSpec(
+                "h100",
+                "NVIDIA H100 80GB HBM3 (SXM5)",
+                989e12,
+                3.35e12,
+                80 * GIB,
+                450e9,
+                50e9,
+                10e-6,
+                8,
+                _AIC.format("h100_sxm") + "; NVIDIA H100 datasheet (989 TFLOPS dense "
+                "BF16, 3.35 TB/s, NVLink 900 GB/s total); NDR 400 Gb/s NIC",
+            ),
+            HardwareSpec(
+                "h200",
+                "NVIDIA H200 141GB HBM3e (SXM)",
+                989e12,
+                4.8e12,
+                141 * GIB,
+                450e9,
+                50e9,
+                10e-6,
+                8,
+                _AIC.format("h200_sxm") + "; NVIDIA H200 datasheet (4.8 TB/s, 141 GB "
+                "(aiconfigurator counts 141 GiB)); NDR 400 Gb/s NIC",
+            ),
+            HardwareSpec(
+                "b200",
+                "NVIDIA B200 (HGX, 180 GiB usable)",
+                2.25e15,
+                7.7e12,
+                180 * GIB,
+                900e9,
+                100e9,
+                10e-6,
+                8,
+                _AIC.format("b200_sxm") + "; NVIDIA Blackwell datasheet (2.25 PFLOPS "
+                "dense BF16, NVLink 1.8 TB/s total); XDR 800 Gb/s NIC",
+            ),
         )
     }
 )
