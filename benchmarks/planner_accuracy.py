@@ -6,7 +6,11 @@ and Tandem's improved plan, then searches the cheapest (N_P, N_D) the simulator 
 of requests. "Meets the SLOs" in simulation: mean TTFT (or p90 TTFT for the p90 variant)
 within the TTFT SLO, and the p90 of per-request TPOT within the TPOT SLO.
 
-    .venv/bin/python benchmarks/planner_accuracy.py [--num-scenarios 72] [--num-requests 1500]
+Steady state: each scenario's run is sized by duration (``verify.steady_run_length``): a
+warm-up of 2 decode lifetimes (``L_out x TPOT``), a judged window of at least 8 lifetimes and
+2,000 requests, and one lifetime of tail; only requests arriving in the window are judged.
+
+    .venv/bin/python benchmarks/planner_accuracy.py [--num-scenarios 72] [--max-requests 30000]
 
 Last line: ``mm1_exact=<rate> improved_exact=<rate> improved_max_under=<n>``.
 """
@@ -21,7 +25,7 @@ import warnings
 from tandem.perf.registry import get_profile
 from tandem.plan.inputs import shape_from_means, shape_from_workload
 from tandem.plan.planner import PlanRequest, make_plan, prefill_max_tokens_per_s
-from tandem.plan.verify import SimCriteria, cheapest_verified
+from tandem.plan.verify import SimCriteria, cheapest_verified, steady_run_length
 from tandem.workload.synthetic import FixedLength, LognormalLength, synthetic_workload
 
 PROFILES = (
@@ -40,7 +44,7 @@ def scenario_list() -> list[tuple[str, tuple, str, int]]:
     return list(itertools.product(PROFILES, WORKLOADS, SLO_KINDS, LOAD_TARGETS))
 
 
-def run_scenario(profile: str, wl: tuple, kind: str, target: int, num_requests: int) -> dict:
+def run_scenario(profile: str, wl: tuple, kind: str, target: int, max_requests: int) -> dict:
     name, l_in, l_out, cv = wl
     cost = get_profile(profile)
     ctx = l_in + l_out / 2
@@ -55,14 +59,15 @@ def run_scenario(profile: str, wl: tuple, kind: str, target: int, num_requests: 
         lengths = (FixedLength(l_in), FixedLength(l_out))
     else:
         lengths = (LognormalLength(l_in, cv, 8 * l_in), LognormalLength(l_out, cv, 8 * l_out))
+    run = steady_run_length(rate, l_out * tpot_s, max_requests=max_requests)
     w = synthetic_workload(
-        num_requests=num_requests, rate_rps=rate, input_len=lengths[0], output_len=lengths[1]
+        num_requests=run.num_requests, rate_rps=rate, input_len=lengths[0], output_len=lengths[1]
     )
     shape = shape_from_means(l_in, l_out) if cv is None else shape_from_workload(w)
     pct = 90.0 if kind == "p90" else None
     plan = make_plan(PlanRequest(shape, rate, ttft_s, tpot_s, cost, ttft_percentile=pct))
     crit = SimCriteria(ttft_s, tpot_s, pct)
-    found = cheapest_verified(w, cost, crit, plan.num_prefill, plan.num_decode)
+    found = cheapest_verified(w, cost, crit, plan.num_prefill, plan.num_decode, window=run)
     sim = (found[0], found[1]) if found else None
     return {
         "scenario": f"{profile.split('/')[-1]}|{name}|{kind}|x{target}",
@@ -70,21 +75,26 @@ def run_scenario(profile: str, wl: tuple, kind: str, target: int, num_requests: 
         "improved": (plan.num_prefill, plan.num_decode),
         "sim": sim,
         "runs": len(found[2]) if found else 0,
+        "requests": run.num_requests,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-scenarios", type=int, default=72)
-    parser.add_argument("--num-requests", type=int, default=1500)
+    parser.add_argument("--max-requests", type=int, default=30000)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
     start = time.perf_counter()
     for sc in scenario_list()[: args.num_scenarios]:
-        r = run_scenario(*sc, args.num_requests)
+        r = run_scenario(*sc, args.max_requests)
         rows.append(r)
-        print(f"{r['scenario']:45s} paper={r['paper']} improved={r['improved']} sim={r['sim']}")
+        print(
+            f"{r['scenario']:46s} paper={r['paper']} improved={r['improved']} sim={r['sim']} "
+            f"n={r['requests']}",
+            flush=True,
+        )
     scored = [r for r in rows if r["sim"] is not None]
 
     def total(pair: tuple[int, int]) -> int:

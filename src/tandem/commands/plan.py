@@ -185,11 +185,66 @@ def plan_command(
     ),
     queue: str = typer.Option("mg1", "--queue", help="Prefill service model: mm1, md1, mg1."),
     dispatch: str = typer.Option("shared", "--dispatch", help="Prefill queues: shared, split."),
-    verify: bool = typer.Option(False, "--verify", help="Check candidates in the simulator."),
-    verify_requests: int = typer.Option(1500, "--verify-requests", help="Requests simulated."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Find the cheapest plan the simulator accepts."
+    ),
+    verify_requests: int | None = typer.Option(
+        None, "--verify-requests", help="Most requests per simulation (default: sized by time)."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write SLO attainment against load to this PNG."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Plan the number of prefill and decode instances for a load and SLOs."""
+    if verify_requests is not None and verify_requests < 2:
+        raise ConfigError(f"--verify-requests must be >= 2, got {verify_requests}")
+    if plot is not None:
+        from tandem.plan.search import check_plot_path
+
+        check_plot_path(plot)
+    req, w = _request(
+        workload, input_len, output_len, throughput, rate, slo_text, ttft_percentile, profile,
+        measured, prefill_max, overhead, tpot_table, queue, dispatch,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        # The batch search probes batches outside measured tables on purpose.
+        warnings.simplefilter("ignore")
+        plan = make_plan(req)
+        out = plan_json(plan, req)
+        if verify and plan.feasible:
+            out.update(_verify(plan, req, w, verify_requests))
+        if plot is not None and plan.feasible:
+            _plot(plan, req, w, out, plot)
+    if as_json:
+        print_json(out)
+    else:
+        _print_steps(plan, req)
+        if "verify" in out:
+            _print_verify(out)
+        if plot is not None and plan.feasible:
+            typer.echo(f"attainment plot: {plot}")
+    if not plan.feasible:
+        typer.echo(f"infeasible: {plan.reason}", err=True)
+        raise typer.Exit(2)
+
+
+def _request(
+    workload: str | None,
+    input_len: float | None,
+    output_len: float | None,
+    throughput: str | None,
+    rate: str | None,
+    slo_text: str,
+    ttft_percentile: float | None,
+    profile: str | None,
+    measured: Path | None,
+    prefill_max: float | None,
+    overhead: str | None,
+    tpot_table: str | None,
+    queue: str,
+    dispatch: str,
+) -> tuple[PlanRequest, Workload | None]:
     slo = parse_slo(slo_text)
     if slo.ttft_s is None or slo.tpot_s is None:
         raise ConfigError("--slo needs both ttft and tpot, e.g. ttft=2s,tpot=20ms")
@@ -207,57 +262,113 @@ def plan_command(
         queue=queue,
         dispatch=dispatch,
     )
+    return req, w
+
+
+def _print_verify(out: dict[str, Any]) -> None:
+    v = out["verify"]
+    rows = [
+        (
+            f"{c['num_prefill']}P{c['num_decode']}D",
+            c["predicted_ttft_s"],
+            c["ttft_s"],
+            c["predicted_tpot_s"],
+            c["tpot_p90_s"],
+            c["predicted_attainment"],
+            c["attainment"],
+            "yes" if c["meets"] else "no",
+        )
+        for c in v["checks"]
+    ]
+    print_table(
+        f"Simulated candidates ({v['num_requests']:,} requests, judged arrivals "
+        f"{v['judged_from_s']:.3g}-{v['judged_until_s']:.3g} s)",
+        [
+            "plan",
+            "TTFT pred (s)",
+            "TTFT sim (s)",
+            "TPOT pred (s)",
+            "TPOT sim (s)",
+            "attain pred",
+            "attain sim",
+            "meets",
+        ],
+        rows,
+    )
+    if out["verified_num_prefill"] is None:
+        typer.echo("verified: no candidate met the SLOs in simulation")
+    else:
+        typer.echo(
+            f"verified (cheapest the simulator accepts): "
+            f"{out['verified_num_prefill']}P{out['verified_num_decode']}D"
+        )
+
+
+def _plot(
+    plan: Plan, req: PlanRequest, w: Workload | None, out: dict[str, Any], path: Path
+) -> None:
+    from tandem.plan.search import attainment_curves, neighbours, plot_attainment
+
+    if out.get("verified_num_prefill") is not None:
+        chosen = (out["verified_num_prefill"], out["verified_num_decode"])
+    else:
+        chosen = (plan.num_prefill, plan.num_decode)
+    curves = attainment_curves(req, w, neighbours(*chosen))
+    plot_attainment(req, curves, chosen, path)
+    out["plot"] = str(path)
+
+
+def _verify(plan: Plan, req: PlanRequest, w: Workload | None, n: int | None) -> dict[str, Any]:
+    from tandem.plan.search import verify_plan
+
+    v = verify_plan(plan, req, w, n)
+
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) or math.isinf(x) else x
+
+    return {
+        "verified_num_prefill": v.best[0] if v.best else None,
+        "verified_num_decode": v.best[1] if v.best else None,
+        "verify": {
+            "num_requests": v.run.num_requests,
+            "judged_from_s": v.run.judge_from_s,
+            "judged_until_s": v.run.judge_until_s,
+            "checks": [
+                {
+                    "num_prefill": c.sim.num_prefill,
+                    "num_decode": c.sim.num_decode,
+                    "predicted_ttft_s": num(c.predicted_ttft_s),
+                    "predicted_tpot_s": num(c.predicted_tpot_s),
+                    "predicted_attainment": c.predicted_attainment,
+                    "ttft_s": num(c.sim.ttft_s),
+                    "tpot_p90_s": num(c.sim.tpot_s),
+                    "attainment": c.sim.attainment,
+                    "meets": c.sim.meets,
+                }
+                for c in v.candidates
+            ],
+        },
+    }
+
+
+#: The plan ``tandem demo`` shows: an embedded reasoning workload at its own rate on one A100.
+DEMO_WORKLOAD = "servegen-r1"
+DEMO_PROFILE = "llama3-8b_a100_tp1"
+DEMO_SLO = "ttft=5s,tpot=100ms"
+DEMO_TTFT_PERCENTILE = 90.0
+
+
+def print_demo_plan() -> None:
+    """Print the paper's steps and the improved plan for the demo workload (no simulation)."""
+    req, _ = _request(
+        DEMO_WORKLOAD, None, None, None, None, DEMO_SLO, DEMO_TTFT_PERCENTILE, DEMO_PROFILE,
+        None, None, None, None, "mg1", "shared",
+    )  # fmt: skip
     with warnings.catch_warnings():
-        # The batch search probes batches outside measured tables on purpose.
         warnings.simplefilter("ignore")
         plan = make_plan(req)
-        out = plan_json(plan, req)
-        if verify and plan.feasible:
-            out["verify"] = _verify(plan, req, w, verify_requests)
-    if as_json:
-        print_json(out)
-    else:
-        _print_steps(plan, req)
-        if "verify" in out:
-            rows = [
-                (f"{c['num_prefill']}P{c['num_decode']}D", c["ttft_s"], c["tpot_p90_s"], c["meets"])
-                for c in out["verify"]["checks"]
-            ]
-            print_table("Simulated candidates", ["plan", "TTFT (s)", "p90 TPOT (s)", "meets"], rows)
-    if not plan.feasible:
-        typer.echo(f"infeasible: {plan.reason}", err=True)
-        raise typer.Exit(2)
-
-
-def _verify(plan: Plan, req: PlanRequest, w: Workload | None, n: int) -> dict[str, Any]:
-    from tandem.plan.verify import SimCriteria, check, verification_workload
-
-    vw = verification_workload(
-        req.rate_rps,
-        n,
-        source=w,
-        input_len=round(req.shape.mean_input_tokens),
-        output_len=round(req.shape.mean_output_tokens),
+    typer.echo(
+        f"Capacity plan: {DEMO_WORKLOAD} at {req.rate_rps:.3g} requests/s on "
+        f"{DEMO_PROFILE}, SLO {DEMO_SLO} (p{DEMO_TTFT_PERCENTILE:g} TTFT)"
     )
-    crit = SimCriteria(req.ttft_slo_s, req.tpot_slo_s, req.ttft_percentile, req.tpot_quantile)
-    pairs = {
-        (plan.num_prefill, plan.num_decode),
-        (plan.paper.num_prefill, plan.paper.num_decode),
-        (max(1, plan.num_prefill - 1), plan.num_decode),
-        (plan.num_prefill, max(1, plan.num_decode - 1)),
-    }
-    checks = [check(vw, req.cost, p, d, crit) for p, d in sorted(pairs)]
-    return {
-        "num_requests": len(vw),
-        "checks": [
-            {
-                "num_prefill": c.num_prefill,
-                "num_decode": c.num_decode,
-                "ttft_s": c.ttft_s,
-                "tpot_p90_s": c.tpot_s,
-                "attainment": c.attainment,
-                "meets": c.meets,
-            }
-            for c in checks
-        ],
-    }
+    _print_steps(plan, req)

@@ -14,6 +14,8 @@ from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
 from tandem.perf.measured import DecodePoint, MeasuredCostModel, PrefillPoint
 from tandem.plan.improved import (
+    DecodeModel,
+    PrefillModel,
     decode_model,
     departure_cv2,
     min_decode,
@@ -121,27 +123,47 @@ def paper_for(req: PlanRequest) -> PaperPlan:
     )
 
 
-def make_plan(req: PlanRequest) -> Plan:
-    """Both plans; infeasible SLOs give ``feasible=False`` with the reason."""
-    paper = paper_for(req)
-    quantile = None if req.ttft_percentile is None else req.ttft_percentile / 100.0
-    pm = prefill_model(
+def prefill_model_for(req: PlanRequest) -> PrefillModel:
+    """The improved prefill model of a request (queue, batching, hand-off to decode)."""
+    # The KV copy starts at a decode step boundary: half a step on average, at most the step
+    # of the largest batch meeting the TPOT SLO.
+    probe = decode_model(
+        req.cost, req.shape, max_batch_size=req.max_batch_size, tpot_quantile=req.tpot_quantile
+    )
+    best = probe.best_batch(req.tpot_slo_s)
+    return prefill_model(
         req.cost,
         req.shape,
         queue=req.queue,
         dispatch=req.dispatch,
-        ttft_quantile=quantile,
+        ttft_quantile=None if req.ttft_percentile is None else req.ttft_percentile / 100.0,
         overhead_s=req.resolved_overhead_s(),
+        token_budget=req.prefill_token_budget,
+        handoff_s=probe.step_s(best) / 2.0 if best else 0.0,
     )
-    reasons: list[str] = []
-    n_p = min_prefill(pm, req.rate_rps, req.ttft_slo_s)
-    dm = decode_model(
+
+
+def decode_model_for(req: PlanRequest, pm: PrefillModel, num_prefill: int | None) -> DecodeModel:
+    """The improved decode model, fed by the stream leaving ``num_prefill`` instances."""
+    return decode_model(
         req.cost,
         req.shape,
         max_batch_size=req.max_batch_size,
         tpot_quantile=req.tpot_quantile,
-        stream_cv2=departure_cv2(pm, req.rate_rps, n_p) if n_p else pm.arrival_cv2,
+        stream_cv2=(
+            departure_cv2(pm, req.rate_rps, num_prefill) if num_prefill else pm.arrival_cv2
+        ),
     )
+
+
+def make_plan(req: PlanRequest) -> Plan:
+    """Both plans; infeasible SLOs give ``feasible=False`` with the reason."""
+    paper = paper_for(req)
+    quantile = None if req.ttft_percentile is None else req.ttft_percentile / 100.0
+    pm = prefill_model_for(req)
+    reasons: list[str] = []
+    n_p = min_prefill(pm, req.rate_rps, req.ttft_slo_s)
+    dm = decode_model_for(req, pm, n_p)
     if n_p is None:
         what = "mean" if quantile is None else f"p{req.ttft_percentile:g}"
         reasons.append(

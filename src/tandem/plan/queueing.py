@@ -78,3 +78,32 @@ def max_rate_rps(meets: Callable[[float], bool], upper_rps: float, rel_tol: floa
         else:
             hi = mid
     return lo
+
+
+def batch_residual_s(
+    rate_rps: float, mean_service_s: float, service_m2: float, max_batch_s: float
+) -> float:
+    """Mean residual of the batch in progress that an arrival finds at a busy instance which,
+    whenever it frees, prefills *everything queued* as one batch (gated batch service, batch
+    time = sum of the prompts' times, at most ``max_batch_s``).
+
+    Batch-indexed moments ``m1, m2`` of the batch time ``B`` satisfy, with ``rho = rate *
+    mean_service_s`` and ``p0 = P(no arrival during B) ~ exp(-rate * m1)`` (then the next
+    batch is one prompt): ``m1 = rho*m1 + p0*E[S]`` and ``m2 = rho^2*m2 + rate*E[S^2]*m1 +
+    p0*E[S^2]`` (the work arriving during ``B`` is compound Poisson). An arrival lands in a
+    batch with probability proportional to its length, so the residual is ``m2 / (2 m1)``.
+    """
+    rho = rate_rps * mean_service_s
+    if rate_rps <= 0 or rho >= 1.0:
+        return max_batch_s / 2.0 if rho >= 1.0 else 0.0
+    m1 = mean_service_s
+    for _ in range(100):
+        p0 = math.exp(-rate_rps * m1)
+        new = min(p0 * mean_service_s / (1.0 - rho), max_batch_s)
+        if abs(new - m1) <= 1e-12 * max(m1, 1e-12):
+            m1 = new
+            break
+        m1 = 0.5 * (m1 + new)
+    p0 = math.exp(-rate_rps * m1)
+    m2 = (rate_rps * service_m2 * m1 + p0 * service_m2) / (1.0 - rho**2)
+    return min(m2 / (2.0 * m1), max_batch_s)
