@@ -21,6 +21,7 @@ from tandem.workload.transforms import (
     repeat,
     scale_lengths,
     scale_rate,
+    span,
     time_window,
 )
 
@@ -94,6 +95,14 @@ def test_limit_and_repeat() -> None:
     assert len(r) == 12 and [x.request_id for x in r] == list(range(12))
     assert np.all(np.diff(r.arrivals_s) > 0)
     assert r[4].arrival_s == pytest.approx(4.0)
+
+
+def test_span_cuts_a_long_trace_and_repeats_a_short_one() -> None:
+    # W: arrivals 0, 1, 2, 3 s; a repeat starts one mean gap after the last.
+    assert [r.arrival_s for r in span(W, 2.5)] == [0.0, 1.0, 2.0]
+    long = span(W, 6.0)
+    assert [r.arrival_s for r in long] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert [r.prompt_tokens for r in long][4:] == [W[0].prompt_tokens, W[1].prompt_tokens]
 
 
 def test_transforms_record_notes() -> None:

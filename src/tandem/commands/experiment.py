@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
 from tandem.metrics.serving import parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
-from tandem.workload import Workload, load_workload
-from tandem.workload.transforms import repeat, time_window
+from tandem.workload import load_workload
+from tandem.workload.transforms import span
 
 app = typer.Typer(help="End-to-end policy comparisons in the simulator.", no_args_is_help=True)
 
@@ -69,7 +68,7 @@ def rescheduling(
         slo_text = DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         trace = load_workload(workload_name)
         for num_decode in parse_positive_ints(decode, "--decode"):
-            workload = trace_span(trace, window_s * num_decode / 16)
+            workload = span(trace, window_s * num_decode / 16)
             num_prefill = max(1, round(num_decode * prefill_ratio))
             setup = Setup(workload, cost, num_prefill, num_decode, parse_slo(slo_text))
             timelines: dict[str, SimResult] = {}
@@ -120,13 +119,6 @@ def rescheduling(
         rows,
     )
     typer.echo(f"results and plots in {out_dir}")
-
-
-def trace_span(trace: Workload, span_s: float) -> Workload:
-    """The first ``span_s`` seconds of ``trace``, repeating it back to back if it is shorter."""
-    if trace.duration_s > 0 and span_s > trace.duration_s:
-        trace = repeat(trace, math.ceil(span_s / trace.duration_s))
-    return time_window(trace, 0.0, span_s)
 
 
 def _plot_pair(timelines: dict[str, SimResult], out: Path) -> None:

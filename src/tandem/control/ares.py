@@ -119,6 +119,15 @@ class _Instance:
     #: Requests running or pending (bounded by the batch limit).
     busy: int
 
+    def has_room(self, kv_tokens: float) -> bool:
+        return self.room >= kv_tokens and self.busy < self.view.max_batch_size
+
+    def add(self, kv_tokens: float, load: float, requests: int) -> None:
+        """Book a request arriving (positive amounts) or leaving (negative) within a tick."""
+        self.room -= kv_tokens
+        self.load += load
+        self.busy += requests
+
 
 @register(_RESCHEDULER, "ares")
 class AresRescheduler(DecodeRescheduler):
@@ -180,15 +189,14 @@ class AresRescheduler(DecodeRescheduler):
                 dest = self._roomiest(states, source, w.kv_tokens + growth, delta)
                 if dest is None:
                     break  # nowhere has room for the first stuck request: keep FCFS order
-                moves.append(Migration(w.request_id, source.index, dest.index))
-                self._last_moved_s[w.request_id] = now_s
-                source.room += w.kv_tokens
-                source.load -= delta
-                source.busy -= 1
-                dest.room -= w.kv_tokens
-                dest.load += delta
-                dest.busy += 1
+                moves.append(self._move(now_s, w.request_id, source, dest))
+                source.add(-w.kv_tokens, -delta, -1)
+                dest.add(w.kv_tokens, delta, 1)
         return moves
+
+    def _move(self, now_s: float, request_id: int, source: _Instance, dest: _Instance) -> Migration:
+        self._last_moved_s[request_id] = now_s
+        return Migration(request_id, source.index, dest.index)
 
     @staticmethod
     def _stuck(source: _Instance) -> list[WaitingRequestView]:
@@ -208,8 +216,7 @@ class AresRescheduler(DecodeRescheduler):
         for s in states:
             if (
                 s.index == source.index
-                or s.room < tokens
-                or s.busy >= s.view.max_batch_size
+                or not s.has_room(tokens)
                 or s.load + delta > self.high_watermark
             ):
                 continue
@@ -273,15 +280,12 @@ class AresRescheduler(DecodeRescheduler):
             need = r.kv_tokens + min(rem, self.horizon_tokens)
             delta = need / cap
             for dest in destinations[:4]:
-                if dest.room < need or dest.busy >= dest.view.max_batch_size:
+                if not dest.has_room(need):
                     continue
                 if dest.load + delta > min(self.high_watermark, source.load - delta):
                     break  # sorted by load: no later destination does better
-                source.load -= delta
-                dest.load += delta
-                dest.room -= r.kv_tokens
-                dest.busy += 1
+                source.load -= delta  # its room frees only when the request has left
+                dest.add(r.kv_tokens, delta, 1)
                 used.update((source.index, dest.index))
-                self._last_moved_s[r.request_id] = now_s
-                return Migration(r.request_id, source.index, dest.index)
+                return self._move(now_s, r.request_id, source, dest)
         return None

@@ -150,12 +150,7 @@ class DecodeInstance:
         steps = self.steps + self._steps_now()
         requests = list(self._running.values())
         generated = [r.gen_at_join + steps - r.join_step for r in requests]
-        predictor = self.predictor
-        predicted: list[float | None]
-        if predictor is not None and predictor.enabled:
-            predicted = list(predictor.remaining_many(requests, generated))
-        else:
-            predicted = [None] * len(requests)
+        predicted = self._predictions(requests, generated)
         return [
             RunningRequestView(r.request_id, r.prompt_tokens, g, r.prompt_tokens + g, p)
             for r, g, p in zip(requests, generated, predicted, strict=True)
@@ -164,16 +159,18 @@ class DecodeInstance:
     def waiting(self) -> list[WaitingRequestView]:
         requests = list(self._waiting)
         generated = [r.generated for r in requests]
-        predictor = self.predictor
-        predicted: list[float | None]
-        if predictor is not None and predictor.enabled:
-            predicted = list(predictor.remaining_many(requests, generated))
-        else:
-            predicted = [None] * len(requests)
+        predicted = self._predictions(requests, generated)
         return [
             WaitingRequestView(r.request_id, r.need_tokens, g, p)
             for r, g, p in zip(requests, generated, predicted, strict=True)
         ]
+
+    def _predictions(self, requests: list[SimRequest], generated: list[int]) -> list[float | None]:
+        """Predicted remaining tokens for views; ``None`` each without a prediction source."""
+        predictor = self.predictor
+        if predictor is None or not predictor.enabled:
+            return [None] * len(requests)
+        return list(predictor.remaining_many(requests, generated))
 
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
         """``kv_used + sum(min(predicted_remaining, horizon))`` over the running batch.

@@ -1,5 +1,6 @@
 """Deterministic transforms of a workload: rate scaling, time window, length capping and scaling,
-request-count limit, and repetition (to build long streams from a short trace).
+request-count limit, repetition (to build long streams from a short trace) and span (a window
+that repeats the trace when it is too short).
 
 Each returns a new ``Workload``; request ids are renumbered 0..n-1 in arrival order, and the
 transform is recorded in ``notes`` so a result says how it was made.
@@ -8,6 +9,7 @@ transform is recorded in ``notes`` so a result says how it was made.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from tandem.errors import ConfigError
 from tandem.workload.request import Request, Workload
@@ -102,3 +104,10 @@ def repeat(w: Workload, times: int) -> Workload:
         for r in w.requests
     ]
     return _renumber(w, requests, f"repeated x{times}")
+
+
+def span(w: Workload, seconds: float) -> Workload:
+    """The first ``seconds`` of ``w``, repeating it back to back when it is shorter."""
+    if w.duration_s > 0 and seconds > w.duration_s:
+        w = repeat(w, math.ceil(seconds / w.duration_s))
+    return time_window(w, 0.0, seconds)
