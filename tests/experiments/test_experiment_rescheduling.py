@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tandem.cli import app
@@ -29,3 +30,27 @@ def test_rescheduling_experiment_writes_results_per_workload_and_policy(tmp_path
 def test_unknown_policy_is_refused() -> None:
     result = CliRunner().invoke(app, ["experiment", "rescheduling", "--policies", "magic"])
     assert result.exit_code != 0 and "unknown policy" in str(result.exception)
+
+
+def test_every_load_replays_the_same_seconds_of_arrivals() -> None:
+    """A higher load (or a larger cluster's) replays more of the trace, compressed into the same
+    window, rather than squeezing a fixed slice of trace into a few seconds."""
+    from tandem.experiments.rescheduling import Setup
+    from tandem.metrics.serving import parse_slo
+    from tandem.perf.registry import get_profile
+    from tandem.workload import load_workload
+
+    trace = load_workload("azure-code")
+    setup = Setup(trace, get_profile("llama3-8b_a100_tp1"), 1, 1, parse_slo("tpot=100ms"), 120.0)
+    low, high = setup.at(1.0), setup.at(30.0)  # 30 x 120 s is longer than the trace: repeated
+    assert trace.duration_s < 30 * 120
+    assert low.duration_s <= 120.0
+    assert 115.0 < high.duration_s <= 120.0  # dense: the repeated trace fills the window
+    # 3,600 s of trace (one whole repeat and a bit) in 120 s: 30 times the mean rate
+    assert len(high) / high.duration_s == pytest.approx(30 * setup.base_rate_rps, rel=0.1)
+    assert len({r.request_id for r in high.requests}) == len(high)
+
+
+def test_bad_window_is_refused() -> None:
+    result = CliRunner().invoke(app, ["experiment", "rescheduling", "--window-s", "0"])
+    assert result.exit_code != 0 and "--window-s must be positive" in str(result.exception)

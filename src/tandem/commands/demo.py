@@ -3,8 +3,8 @@
 1. The embedded workloads' statistics.
 2. A capacity plan for the ServeGen DeepSeek-R1 reasoning workload (the paper's steps and the
    improved plan).
-3. Decode rescheduling on that workload: 600 s of the trace at 3.2x its rate on 16P16D
-   Llama-3-8B/A100 instances (a load where round-robin still meets about 90% of the SLOs),
+3. Decode rescheduling on that workload: 600 s of arrivals at 1.9x its rate on 16P16D
+   Llama-3-8B/A100 instances (about the load where round-robin still meets 90% of the SLOs),
    once per policy: round-robin, least current KV, Llumnix-style migration, and ARES with
    predictions from the measured error model.
 """
@@ -24,12 +24,11 @@ from tandem.perf.registry import get_profile
 from tandem.sim import simulate
 from tandem.workload import EMBEDDED, load_workload
 from tandem.workload.stats import workload_stats
-from tandem.workload.transforms import scale_rate, time_window
 
 DEMO_WORKLOAD = "servegen-r1"
 DEMO_PROFILE = "llama3-8b_a100_tp1"
 DEMO_SLO = "ttft=10s,tpot=100ms"
-DEMO_RATE_SCALE = 3.2
+DEMO_RATE_SCALE = 1.9
 DEMO_WINDOW_S = 600.0
 DEMO_POLICIES = ("round-robin", "least-kv", "llumnix", "ares")
 
@@ -44,10 +43,9 @@ def demo() -> None:
 
     cost = get_profile(DEMO_PROFILE)
     slo = parse_slo(DEMO_SLO)
-    trace = time_window(workloads[DEMO_WORKLOAD], 0.0, DEMO_WINDOW_S)
-    workload = scale_rate(trace, DEMO_RATE_SCALE)
+    setup = Setup(workloads[DEMO_WORKLOAD], cost, 16, 16, slo, DEMO_WINDOW_S)
+    workload = setup.at(DEMO_RATE_SCALE)
     rate = len(workload) / max(workload.duration_s, 1e-9)
-    setup = Setup(workload, cost, 16, 16, slo)
     rows = []
     for policy in DEMO_POLICIES:
         with warnings.catch_warnings():  # a few long prompts exceed the measured range

@@ -15,7 +15,6 @@ from tandem.metrics.serving import parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
 from tandem.workload import load_workload
-from tandem.workload.transforms import span
 
 app = typer.Typer(help="End-to-end policy comparisons in the simulator.", no_args_is_help=True)
 
@@ -41,8 +40,8 @@ def rescheduling(
     window_s: float = typer.Option(
         600.0,
         "--window-s",
-        help="Seconds of each trace to replay per 16 decode instances (larger clusters replay "
-        "proportionally more, repeating the trace if it is too short).",
+        help="Seconds of arrivals replayed at every load and cluster size (the trace is taken "
+        "window x load long, repeated if shorter, then compressed to the load).",
     ),
     policies: str = typer.Option(",".join(POLICIES), "--policies"),
     max_goodput: bool = typer.Option(
@@ -60,49 +59,45 @@ def rescheduling(
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]}; known: {', '.join(POLICIES)}")
+    if window_s <= 0:
+        raise ConfigError(f"--window-s must be positive, got {window_s}")
     cost = get_profile(profile)
     results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for workload_name in [w for w in workloads.split(",") if w]:
+    workload_names = [w for w in workloads.split(",") if w]
+    if not workload_names:
+        raise ConfigError("--workloads is empty; name at least one workload")
+    for workload_name in workload_names:
         slo_text = DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         trace = load_workload(workload_name)
+        per_decode: float | None = None  # load per decode instance found on a smaller cluster
         for num_decode in parse_positive_ints(decode, "--decode"):
-            workload = span(trace, window_s * num_decode / 16)
             num_prefill = max(1, round(num_decode * prefill_ratio))
-            setup = Setup(workload, cost, num_prefill, num_decode, parse_slo(slo_text))
+            setup = Setup(trace, cost, num_prefill, num_decode, parse_slo(slo_text), window_s)
+            start = num_decode * per_decode if per_decode else num_decode / 16
             timelines: dict[str, SimResult] = {}
-            cell = run_cell(setup, names, max_goodput=max_goodput, timelines=timelines)
+            cell = run_cell(
+                setup, names, max_goodput=max_goodput, start_scale=start, timelines=timelines
+            )
+            per_decode = cell["rate_scale"] / num_decode
             cell.update({"slo": slo_text, "num_prefill": num_prefill, "num_decode": num_decode})
             key = f"{workload_name}/{num_prefill}P{num_decode}D"
             results["workloads"][key] = cell
             _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")
-            for policy, m in cell["policies"].items():
-                rows.append(
-                    (
-                        key,
-                        f"{cell['rate_rps']:.1f}",
-                        policy,
-                        m["p99_tpot_ms"],
-                        m["mean_tpot_ms"],
-                        m["p99_ttft_ms"],
-                        m["slo_attainment"],
-                        m["goodput_rps"],
-                        m.get("max_goodput_rps", float("nan")),
-                        m["num_preempted"],
-                        m["num_migrations"],
-                        m["num_replaced"],
-                        m["migrated_bytes"] / 2**30,
-                    )
-                )
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+            rows.extend(_rows(key, "round-robin 90%", cell))
+            if "at_ares_max" in cell:
+                rows.extend(_rows(key, "ares max", cell["at_ares_max"]))
+            # Written after every cell, so a long run keeps what it has finished.
+            (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     if as_json:
         print_json(results)
         return
     print_table(
-        f"decode rescheduling ({profile}); load = highest at which round-robin meets 90%",
+        f"decode rescheduling ({profile}); load = highest at which round-robin (or ares) meets 90%",
         [
             "cluster",
+            "load",
             "req/s",
             "policy",
             "p99 TPOT ms",
@@ -119,6 +114,28 @@ def rescheduling(
         rows,
     )
     typer.echo(f"results and plots in {out_dir}")
+
+
+def _rows(key: str, load: str, cell: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            key,
+            load,
+            f"{cell['rate_rps']:.1f}",
+            policy,
+            m["p99_tpot_ms"],
+            m["mean_tpot_ms"],
+            m["p99_ttft_ms"],
+            m["slo_attainment"],
+            m["goodput_rps"],
+            m.get("max_goodput_rps", float("nan")),
+            m["num_preempted"],
+            m["num_migrations"],
+            m["num_replaced"],
+            m["migrated_bytes"] / 2**30,
+        )
+        for policy, m in cell["policies"].items()
+    ]
 
 
 def _plot_pair(timelines: dict[str, SimResult], out: Path) -> None:

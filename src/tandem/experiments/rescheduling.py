@@ -8,7 +8,13 @@ For each workload and decode-cluster size:
 2. Run every policy there: P99 and mean TPOT, P99 TTFT, goodput (requests/s meeting the SLOs),
    preemptions, migrations and bytes moved.
 3. Optionally (``max_goodput=True``) search each policy's own highest load with >= 90%
-   attainment (DistServe's goodput) and report it in requests/s.
+   attainment (DistServe's goodput) and report it in requests/s; then run every policy again
+   at ``ares``'s highest load (``at_ares_max``), where static assignment no longer copes.
+
+Every load replays the same number of seconds of arrivals (``window_s``): the trace is taken
+``window_s * scale`` seconds long (repeated if shorter) and then compressed ``scale`` times. So a
+high load or a large cluster does not squeeze the run into a few seconds of arrivals, which would
+end before memory fills and hide what placement does.
 
 Policies: ``round-robin`` (static), ``least-kv`` (current KV balancing), ``llumnix`` (least-kv
 placement + Llumnix-style migration by current headroom), ``ares`` (predictions in the data plane
@@ -19,7 +25,7 @@ from the measured error model: predictive admission, predictive placement and mi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tandem.metrics.serving import SLO
@@ -27,7 +33,7 @@ from tandem.perf.base import CostModel
 from tandem.sim import ClusterConfig, SimResult, simulate
 from tandem.sim.goodput import find_max_rate_scale
 from tandem.workload import Workload
-from tandem.workload.transforms import scale_rate
+from tandem.workload.transforms import scale_rate, span
 
 #: name -> (placement, rescheduler, prediction source, decode admission)
 POLICIES: dict[str, tuple[str, str, str, str]] = {
@@ -41,13 +47,23 @@ POLICIES: dict[str, tuple[str, str, str, str]] = {
 
 @dataclass(frozen=True)
 class Setup:
-    """One cell of the experiment: a workload on a cluster under SLOs."""
+    """One cell of the experiment: a trace on a cluster under SLOs, replayed for ``window_s``
+    seconds of arrivals at any load."""
 
-    workload: Workload
+    trace: Workload
     cost: CostModel
     num_prefill: int
     num_decode: int
     slo: SLO
+    window_s: float
+
+    def at(self, scale: float) -> Workload:
+        """``window_s`` seconds of arrivals at ``scale`` times the trace's rate."""
+        return scale_rate(span(self.trace, self.window_s * scale), scale)
+
+    @property
+    def base_rate_rps(self) -> float:
+        return len(self.trace) / max(self.trace.duration_s, 1e-9)
 
 
 def config_for(setup: Setup, policy: str, record_timeline: bool = False) -> ClusterConfig:
@@ -69,7 +85,7 @@ def attainment_at(setup: Setup, policy: str) -> Callable[[float], float]:
     config = config_for(setup, policy)
 
     def run(scale: float) -> float:
-        result = simulate(scale_rate(setup.workload, scale), config)
+        result = simulate(setup.at(scale), config)
         return float(result.metrics(setup.slo)["slo_attainment"])
 
     return run
@@ -100,23 +116,46 @@ def run_cell(
     policies: list[str],
     *,
     max_goodput: bool = False,
+    start_scale: float = 1.0,
     timelines: dict[str, SimResult] | None = None,
 ) -> dict[str, Any]:
-    """All policies at the load where round-robin just meets 90% attainment."""
-    base = find_max_rate_scale(attainment_at(setup, "round-robin"), rel_tol=0.05)
-    scale = base.rate_scale if base.rate_scale > 0 else 1.0
-    loaded = replace(setup, workload=scale_rate(setup.workload, scale))
-    rate = len(loaded.workload) / max(loaded.workload.duration_s, 1e-9)
-    out: dict[str, Any] = {"rate_scale": scale, "rate_rps": rate, "policies": {}}
+    """All policies at the load where round-robin just meets 90% attainment (and, with
+    ``max_goodput``, each policy's highest such load and all policies at ``ares``'s)."""
+    base = find_max_rate_scale(attainment_at(setup, "round-robin"), start=start_scale, rel_tol=0.05)
+    scale = base.rate_scale if base.rate_scale > 0 else start_scale
+    out: dict[str, Any] = _at_load(setup, policies, scale, timelines)
+    if not max_goodput:
+        return out
+    for policy in policies:
+        found = find_max_rate_scale(attainment_at(setup, policy), start=scale, rel_tol=0.05)
+        out["policies"][policy]["max_goodput_rps"] = found.rate_scale * setup.base_rate_rps
+        out["policies"][policy]["max_goodput_scale"] = found.rate_scale
+    top = [p for p in ("ares", "ares-oracle") if p in policies]
+    if top:
+        high = out["policies"][top[0]]["max_goodput_scale"]
+        if high > scale:
+            out["at_ares_max"] = _at_load(setup, policies, high, None)
+    return out
+
+
+def _at_load(
+    setup: Setup,
+    policies: list[str],
+    scale: float,
+    timelines: dict[str, SimResult] | None,
+) -> dict[str, Any]:
+    workload = setup.at(scale)
+    rate = len(workload) / max(workload.duration_s, 1e-9)
+    out: dict[str, Any] = {
+        "rate_scale": scale,
+        "rate_rps": rate,
+        "num_requests": len(workload),
+        "policies": {},
+    }
     for policy in policies:
         record = timelines is not None and policy in ("round-robin", "ares")
-        result = simulate(loaded.workload, config_for(loaded, policy, record_timeline=record))
+        result = simulate(workload, config_for(setup, policy, record_timeline=record))
         if timelines is not None and record:
             timelines[policy] = result
-        cell = row(result, setup.slo, rate)
-        if max_goodput:
-            found = find_max_rate_scale(attainment_at(setup, policy), rel_tol=0.05)
-            base_rate = len(setup.workload) / max(setup.workload.duration_s, 1e-9)
-            cell["max_goodput_rps"] = found.rate_scale * base_rate
-        out["policies"][policy] = cell
+        out["policies"][policy] = row(result, setup.slo, rate)
     return out
