@@ -85,3 +85,22 @@ def test_goodput_search_finds_the_threshold_of_a_monotone_attainment() -> None:
 
 def test_goodput_search_when_even_tiny_load_fails() -> None:
     assert find_max_rate_scale(lambda s: 0.0, max_doublings=4).rate_scale == 0.0
+
+
+def test_goodput_search_with_a_small_growth_never_probes_far_past_the_answer() -> None:
+    probes: list[float] = []
+
+    def attainment(scale: float) -> float:
+        probes.append(scale)
+        return 1.0 if scale <= 3.3 else 0.5
+
+    found = find_max_rate_scale(attainment, start=3.0, rel_tol=0.01, growth=1.25)
+    assert 3.3 * 0.99 <= found.rate_scale <= 3.3
+    assert max(probes) <= 3.0 * 1.25
+
+
+def test_goodput_search_refuses_a_growth_that_cannot_bracket() -> None:
+    from tandem.errors import TandemError
+
+    with pytest.raises(TandemError, match="growth factor"):
+        find_max_rate_scale(lambda s: 1.0, growth=1.0)

@@ -35,6 +35,11 @@ from tandem.sim.goodput import find_max_rate_scale
 from tandem.workload import Workload
 from tandem.workload.transforms import scale_rate, span
 
+#: Load searches start near the answer (the round-robin load, or the smaller cluster's per
+#: instance), so they bracket it in 25% steps: a probe at twice the answer is deep in overload,
+#: and overloaded runs are the slowest to simulate.
+_GROWTH = 1.25
+
 #: name -> (placement, rescheduler, prediction source, decode admission)
 POLICIES: dict[str, tuple[str, str, str, str]] = {
     "round-robin": ("round-robin", "none", "none", "greedy"),
@@ -121,13 +126,17 @@ def run_cell(
 ) -> dict[str, Any]:
     """All policies at the load where round-robin just meets 90% attainment (and, with
     ``max_goodput``, each policy's highest such load and all policies at ``ares``'s)."""
-    base = find_max_rate_scale(attainment_at(setup, "round-robin"), start=start_scale, rel_tol=0.05)
+    base = find_max_rate_scale(
+        attainment_at(setup, "round-robin"), start=start_scale, rel_tol=0.05, growth=_GROWTH
+    )
     scale = base.rate_scale if base.rate_scale > 0 else start_scale
     out: dict[str, Any] = _at_load(setup, policies, scale, timelines)
     if not max_goodput:
         return out
     for policy in policies:
-        found = find_max_rate_scale(attainment_at(setup, policy), start=scale, rel_tol=0.05)
+        found = find_max_rate_scale(
+            attainment_at(setup, policy), start=scale, rel_tol=0.05, growth=_GROWTH
+        )
         out["policies"][policy]["max_goodput_rps"] = found.rate_scale * setup.base_rate_rps
         out["policies"][policy]["max_goodput_scale"] = found.rate_scale
     top = [p for p in ("ares", "ares-oracle") if p in policies]

@@ -1,9 +1,10 @@
 """DistServe's goodput: the highest load at which at least 90% of requests meet every SLO.
 
-The search scales the workload's arrival rate: it brackets the answer by doubling or halving
-the scale, then bisects to a relative tolerance. Attainment is not strictly monotone in load
-on a finite trace, so the result is the highest scale *found* to pass with a failing scale
-just above it.
+The search scales the workload's arrival rate: it brackets the answer by multiplying or dividing
+the scale by ``growth`` (2 by default; less when the start is a good guess, since runs far past
+the answer are overloaded and slow to simulate), then bisects to a relative tolerance.
+Attainment is not strictly monotone in load on a finite trace, so the result is the highest
+scale *found* to pass with a failing scale just above it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ def find_max_rate_scale(
     start: float = 1.0,
     rel_tol: float = 0.02,
     max_doublings: int = 12,
+    growth: float = 2.0,
 ) -> GoodputResult:
     """Highest rate scale whose SLO attainment is at least ``target``."""
     if not 0 < target <= 1:
         raise ConfigError(f"attainment target must be in (0, 1], got {target}")
+    if growth <= 1:
+        raise ConfigError(f"search growth factor must be > 1, got {growth}")
     runs = 0
 
     def ok(scale: float) -> tuple[bool, float]:
@@ -46,7 +50,7 @@ def find_max_rate_scale(
     for _ in range(max_doublings):
         if lo is not None and hi is not None:
             break
-        probe = (lo * 2.0) if hi is None else (hi / 2.0)  # type: ignore[operator]
+        probe = (lo * growth) if hi is None else (hi / growth)  # type: ignore[operator]
         passed, value = ok(probe)
         if passed:
             lo, lo_value = probe, value
