@@ -31,6 +31,14 @@ class InputFormatError(TandemError):
         super().__init__(f"{where}: {message}")
 
 
+def require_file(path: str | Path) -> Path:
+    """``path`` as a ``Path``; an ``InputFormatError`` naming it if it is not an existing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(path, None, None, "no such file")
+    return path
+
+
 class UnknownNameError(TandemError):
     """A name (workload, profile, policy, model, ...) that is not registered."""
 

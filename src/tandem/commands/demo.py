@@ -45,7 +45,7 @@ def demo() -> None:
     slo = parse_slo(DEMO_SLO)
     setup = Setup(workloads[DEMO_WORKLOAD], cost, 16, 16, slo, DEMO_WINDOW_S)
     workload = setup.at(DEMO_RATE_SCALE)
-    rate = len(workload) / max(workload.duration_s, 1e-9)
+    rate = workload.rate_rps
     rows = []
     for policy in DEMO_POLICIES:
         with warnings.catch_warnings():  # a few long prompts exceed the measured range

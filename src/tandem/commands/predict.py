@@ -91,10 +91,9 @@ def collect(
 
 def _encode_prompt_file(loaded: Any, path: Path) -> list[list[int]]:
     """Token ids of each non-empty line; a line that cannot fit the context is named."""
-    from tandem.errors import InputFormatError
+    from tandem.errors import InputFormatError, require_file
 
-    if not path.is_file():
-        raise InputFormatError(path, None, None, "no such file")
+    require_file(path)
     context = loaded.identity.context_tokens
     token_ids = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

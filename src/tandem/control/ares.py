@@ -42,7 +42,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tandem.control.placement import kv_load
 from tandem.control.policies import (
     _PLACEMENT,
     _RESCHEDULER,
@@ -111,7 +110,7 @@ class AresPlacement(DecodePlacementPolicy):
             waits = used + pending + need_now > d.kv_capacity_tokens or busy >= d.max_batch_size
             projected = d.projected_kv_tokens(self.horizon_tokens)
             if projected is None:
-                scores.append((waits, kv_load(d), busy))
+                scores.append((waits, (used + pending) / d.kv_capacity_tokens, busy))
                 continue
             load = (projected + pending + new_kv) / d.kv_capacity_tokens
             scores.append((waits, load, busy))

@@ -68,7 +68,7 @@ class Setup:
 
     @property
     def base_rate_rps(self) -> float:
-        return len(self.trace) / max(self.trace.duration_s, 1e-9)
+        return self.trace.rate_rps
 
 
 def config_for(setup: Setup, policy: str, record_timeline: bool = False) -> ClusterConfig:
@@ -154,7 +154,7 @@ def _at_load(
     timelines: dict[str, SimResult] | None,
 ) -> dict[str, Any]:
     workload = setup.at(scale)
-    rate = len(workload) / max(workload.duration_s, 1e-9)
+    rate = workload.rate_rps
     out: dict[str, Any] = {
         "rate_scale": scale,
         "rate_rps": rate,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tandem.engine.identity import ModelIdentity, require_model_of_file
-from tandem.errors import InputFormatError
+from tandem.errors import InputFormatError, require_file
 from tandem.predict.baselines import ProgressTable
 from tandem.predict.dataset import LengthSamples
 from tandem.predict.heads import (
@@ -101,9 +101,7 @@ class PredictorBundle:
 
 def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> PredictorBundle:
     """Load a checkpoint; refuse it if malformed or made for another model / hidden size."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFormatError(path, None, None, "no such file")
+    path = require_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tandem.engine.identity import ModelIdentity, require_model_of_file
-from tandem.errors import InputFormatError
+from tandem.errors import InputFormatError, require_file
 
 FORMAT = "tandem-length-samples"
 VERSION = 1
@@ -102,9 +102,7 @@ def save_samples(samples: LengthSamples, path: str | Path) -> Path:
 
 def load_samples(path: str | Path, expected: ModelIdentity | None = None) -> LengthSamples:
     """Read a sample file; refuse it (``InputFormatError``) if malformed or for another model."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFormatError(path, None, None, "no such file")
+    path = require_file(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))

@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
-from tandem.errors import InputFormatError
+from tandem.errors import InputFormatError, require_file
 
 T = TypeVar("T")
 
 
 def open_text(path: Path) -> IO[str]:
     """Open a text file, transparently gunzipping ``*.gz``; a missing file is a user error."""
-    if not path.is_file():
-        raise InputFormatError(path, None, None, "no such file")
+    require_file(path)
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return path.open("r", encoding="utf-8", newline="")

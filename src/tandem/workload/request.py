@@ -73,6 +73,12 @@ class Workload:
             return 0.0
         return self.requests[-1].arrival_s - self.requests[0].arrival_s
 
+    @property
+    def rate_rps(self) -> float:
+        """Mean arrival rate over the span of arrivals (0 when there is no span)."""
+        duration = self.duration_s
+        return len(self.requests) / duration if duration > 0 else 0.0
+
 
 def workload_from_arrays(
     name: str,

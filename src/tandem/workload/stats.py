@@ -32,7 +32,7 @@ def workload_stats(w: Workload) -> dict[str, Any]:
         "name": w.name,
         "num_requests": len(w),
         "duration_s": duration,
-        "mean_rate_rps": len(w) / duration if duration > 0 else 0.0,
+        "mean_rate_rps": w.rate_rps,
         "interarrival_cv": float(gaps.std() / mean_gap) if mean_gap > 0 else 0.0,
         "input_tokens": _length_summary(w.prompt_tokens),
         "output_tokens": _length_summary(w.output_tokens),
