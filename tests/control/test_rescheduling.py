@@ -99,6 +99,36 @@ def test_no_migration_when_the_destination_lacks_room() -> None:
     assert [m.destination for m in AresRescheduler().plan(0.0, [heavy, roomy])] == [1]
 
 
+def test_when_everyone_is_projected_over_capacity_only_an_instance_about_to_run_out_sheds() -> None:
+    # Instance 1 is projected at (5,000 + 50 + 2,300 waiting) / 10,000 = 0.735: a request of
+    # projected size 0.30 would take it over the watermark, so no ordinary move passes.
+    # Instance 0 has memory for 200 / 5 = 40 more steps (< 64): it sheds anyway, because
+    # instance 1 keeps more free steps after the move ((5,000 - 1,960) / 2 = 1,520 against
+    # (200 + 1,960) / 4 = 540) and its running batch with the request peaks at 7,060 tokens.
+    source = D(0, [req(i, 1960, 3000) for i in range(1, 6)])
+    queue = [WaitingRequestView(10, 2300, 1, 500.0)]
+    dest = D(1, [req(9, 5000, 50)], kv_pending_tokens=2300, num_pending=1, queue=queue)
+    moves = AresRescheduler().plan(0.0, [source, dest])
+    assert [(m.request_id, m.source, m.destination) for m in moves] == [(1, 0, 1)]
+    # With 1,000 tokens free (200 steps) instance 0 is not in danger now: nothing moves.
+    calm = D(0, [req(i, 1800, 3000) for i in range(1, 6)])
+    assert AresRescheduler().plan(0.0, [calm, dest]) == []
+    # Nor does it shed into an instance whose running batch would overflow with the request.
+    growing = D(1, [req(9, 6000, 3000)], kv_pending_tokens=2300, num_pending=1, queue=queue)
+    assert AresRescheduler().plan(0.0, [source, growing]) == []
+
+
+def test_an_instance_about_to_run_out_sheds_even_when_predictions_say_it_fits() -> None:
+    # 40 requests hold 9,800 of 10,000 tokens: 5 steps of growth left. 39 were predicted to
+    # have ended already (predictions ran short), so the projected peak is 9,800 and fits;
+    # the instance is still about to preempt, and sheds the one request with a future.
+    crowded = D(0, [req(i, 245, 0.0) for i in range(1, 40)] + [req(40, 245, 100.0)])
+    empty = D(1)
+    moves = AresRescheduler().plan(0.0, [crowded, empty])
+    assert [(m.request_id, m.source, m.destination) for m in moves] == [(40, 0, 1)]
+    assert AresRescheduler(urgent_steps=0).plan(0.0, [crowded, empty]) == []
+
+
 def test_a_request_stuck_behind_a_full_instance_is_replaced_where_memory_is_free() -> None:
     # Instance 0 has 500 tokens free but two requests of 800 wait there: both are stuck.
     stuck = [WaitingRequestView(7, 800, 1, 100.0), WaitingRequestView(8, 800, 1, 100.0)]

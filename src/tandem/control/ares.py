@@ -21,18 +21,25 @@ there: on servegen-r1 at 16P16D that doubled P99 TTFT against least-KV placement
 
 Rescheduler (``ares``), every ``interval_s``:
 
-1. Projected load of every instance; sources are those above ``high_watermark`` or more than
-   ``imbalance`` above the mean, most loaded first; destinations are the least loaded.
-2. From a source, move the request with the most predicted future per byte of present KV
+1. Re-placement: a request waiting on an instance whose free memory cannot take it moves to the
+   least-loaded instance that can start it now and stays under ``high_watermark``.
+2. Sources are instances whose projected peak exceeds ``high_watermark``, and instances about
+   to run out of memory *now* (free memory for fewer than ``urgent_steps`` steps of their
+   batch's growth) whatever their projection says: predictions that ran short miss those.
+   Urgent ones go first, then the most loaded.
+3. From a source, move the request with the most predicted future per byte of present KV
    (``min(rem, horizon) / kv``): it relieves the most growth for the least copying. Never one
    predicted to end within ``min_remaining_tokens`` (about to finish), nor one moved in the
    last ``cooldown_s`` (no ping-pong).
-3. Accept only if (a) the destination's load after the move stays below the source's after the
-   move by ``imbalance / 2`` (the gap shrinks without flipping: hysteresis), (b) the
-   destination has room for the request's KV now, and (c) the benefit beats the cost: the
-   request's predicted remaining decode time is at least ``benefit_ratio`` times its KV copy
-   time.
-4. At most one migration out of each source and into each destination per tick.
+4. Accept only if (a) the destination has room for the request's KV and projected growth now,
+   (b) the benefit beats the cost: the request's predicted remaining decode time is at least
+   ``benefit_ratio`` times its KV copy time, and (c) the destination's projected load after
+   the move stays under ``high_watermark`` and under the source's after the move (the gap
+   shrinks without flipping). An urgent source that finds no such destination (when the
+   whole cluster is projected over the watermark, say) sheds instead to the least-loaded
+   destination that keeps more steps of free memory than the source after the move
+   (Llumnix's rule, in current memory): that is what prevents the preemption.
+5. At most one migration out of each source and into each destination per tick.
 
 Without predictions (``None``), tokens generated so far stand in for the remaining length.
 """
@@ -150,6 +157,7 @@ class AresRescheduler(DecodeRescheduler):
         min_remaining_tokens: int = 64,
         cooldown_s: float = 10.0,
         benefit_ratio: float = 10.0,
+        urgent_steps: float = 64.0,
     ) -> None:
         self.interval_s = interval_s
         self.horizon_tokens = horizon_tokens
@@ -157,6 +165,7 @@ class AresRescheduler(DecodeRescheduler):
         self.min_remaining_tokens = min_remaining_tokens
         self.cooldown_s = cooldown_s
         self.benefit_ratio = benefit_ratio
+        self.urgent_steps = urgent_steps
         self._last_moved_s: dict[int, float] = {}
 
     def _state(self, index: int, view: DecodeInstanceView) -> _Instance:
@@ -238,20 +247,22 @@ class AresRescheduler(DecodeRescheduler):
     def _migrate_running(self, now_s: float, states: list[_Instance]) -> list[Migration]:
         sources = []
         for s in states:
-            if s.load <= self.high_watermark:
+            urgent = self._urgent(s)
+            if s.load <= self.high_watermark and not urgent:
                 continue  # the upper bound already fits: no overflow within the horizon
             running = list(s.view.running())
             pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in running]
             pending = float(s.view.kv_pending_tokens)
             peak = projected_peak_kv(pairs, pending, self.horizon_tokens)
             s.load = peak / s.view.kv_capacity_tokens
-            if s.load > self.high_watermark:
-                sources.append((s, running))
-        sources.sort(key=lambda item: (-item[0].load, item[0].index))
+            if s.load > self.high_watermark or urgent:
+                sources.append((s, running, urgent))
+        # Instances about to run out of memory first (predictions missed them), then by load.
+        sources.sort(key=lambda item: (not item[2], -item[0].load, item[0].index))
         used: set[int] = set()
         moves: list[Migration] = []
-        for source, running in sources:
-            move = self._best_move(now_s, source, running, states, used)
+        for source, running, urgent in sources:
+            move = self._best_move(now_s, source, running, states, used, urgent)
             if move is not None:
                 moves.append(move)
         return moves
@@ -263,6 +274,7 @@ class AresRescheduler(DecodeRescheduler):
         running: list[RunningRequestView],
         states: list[_Instance],
         used: set[int],
+        urgent: bool,
     ) -> Migration | None:
         candidates = [
             r
@@ -288,13 +300,62 @@ class AresRescheduler(DecodeRescheduler):
                 continue  # copying costs too much of what is left to gain
             need = r.kv_tokens + min(rem, self.horizon_tokens)
             delta = need / cap
-            for dest in destinations[:4]:
-                if not dest.has_room(need):
-                    continue
-                if dest.load + delta > min(self.high_watermark, source.load - delta):
-                    break  # sorted by load: no later destination does better
-                source.load -= delta  # its room frees only when the request has left
-                dest.add(r.kv_tokens, delta, 1)
-                used.update((source.index, dest.index))
-                return self._move(now_s, r.request_id, source, dest)
+            dest = self._destination(source, destinations, need, delta)
+            if dest is None and urgent:
+                dest = self._relief(source, destinations, r.kv_tokens, rem)
+            if dest is None:
+                continue
+            source.load -= delta  # its room frees only when the request has left
+            dest.add(r.kv_tokens, delta, 1)
+            used.update((source.index, dest.index))
+            return self._move(now_s, r.request_id, source, dest)
         return None
+
+    def _destination(
+        self, source: _Instance, destinations: list[_Instance], need: float, delta: float
+    ) -> _Instance | None:
+        """The least-loaded destination that stays under the watermark and the source."""
+        for dest in destinations[:4]:
+            if not dest.has_room(need):
+                continue
+            if dest.load + delta > min(self.high_watermark, source.load - delta):
+                return None  # sorted by load: no later destination does better
+            return dest
+        return None
+
+    def _relief(
+        self, source: _Instance, destinations: list[_Instance], kv: float, rem: float
+    ) -> _Instance | None:
+        """For a source about to run out of memory now: among the least-loaded destinations,
+        one that keeps more steps of free memory than the source after the move and, with
+        the request, is projected to fit its memory over the horizon.
+
+        Memory that requests *waiting* at a destination would take counts as free here: they
+        wait because the destination is projected full, and delaying one costs less than the
+        preemption it prevents, which drops a running request's KV to recompute it."""
+        source_after = (self._free_now(source) + kv) / max(1, source.view.num_running - 1)
+        need = kv + min(rem, self.horizon_tokens)
+        for dest in destinations[:16]:
+            view = dest.view
+            if dest.busy >= view.max_batch_size:
+                continue
+            free = self._free_now(dest)
+            if free < need or (free - kv) / (view.num_running + 1) <= source_after:
+                continue
+            pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in view.running()]
+            pairs.append((kv, rem))
+            reserved = view.kv_capacity_tokens - view.kv_used_tokens - free
+            if projected_peak_kv(pairs, reserved, self.horizon_tokens) <= view.kv_capacity_tokens:
+                return dest
+        return None
+
+    @staticmethod
+    def _free_now(state: _Instance) -> float:
+        """KV tokens free now, not counting what waiting requests would take."""
+        return state.room + sum(w.kv_tokens for w in state.view.waiting())
+
+    def _urgent(self, state: _Instance) -> bool:
+        """Whether the memory free now holds fewer than ``urgent_steps`` steps of growth."""
+        margin = self.urgent_steps * state.view.num_running
+        # ``room`` counts waiting requests as taken: if even that is enough, skip the queue.
+        return state.room < margin and self._free_now(state) < margin
