@@ -64,7 +64,7 @@ def rescheduling(
     cost = get_profile(profile)
     results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
     workload_names = [w for w in workloads.split(",") if w]
     if not workload_names:
         raise ConfigError("--workloads is empty; name at least one workload")
@@ -85,57 +85,46 @@ def rescheduling(
             key = f"{workload_name}/{num_prefill}P{num_decode}D"
             results["workloads"][key] = cell
             _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")
-            rows.extend(_rows(key, "round-robin 90%", cell))
+            tables.append(_table(key, "round-robin's 90% load", cell, slo_text))
             if "at_ares_max" in cell:
-                rows.extend(_rows(key, "ares max", cell["at_ares_max"]))
+                tables.append(_table(key, "ares's 90% load", cell["at_ares_max"], slo_text))
             # Written after every cell, so a long run keeps what it has finished.
             (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     if as_json:
         print_json(results)
         return
-    print_table(
-        f"decode rescheduling ({profile}); load = highest at which round-robin (or ares) meets 90%",
-        [
-            "cluster",
-            "load",
-            "req/s",
-            "policy",
-            "p99 TPOT ms",
-            "mean TPOT ms",
-            "p99 TTFT ms",
-            "SLO met",
-            "goodput req/s",
-            "max goodput",
-            "preempted",
-            "migrations",
-            "re-placed",
-            "GiB moved",
-        ],
-        rows,
-    )
+    # One table per cluster and load, a column per policy, so it reads in 80 columns.
+    for title, columns, rows in tables:
+        print_table(title, ["", *columns], rows)
     typer.echo(f"results and plots in {out_dir}")
 
 
-def _rows(key: str, load: str, cell: dict[str, Any]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            key,
-            load,
-            f"{cell['rate_rps']:.1f}",
-            policy,
-            m["p99_tpot_ms"],
-            m["mean_tpot_ms"],
-            m["p99_ttft_ms"],
-            m["slo_attainment"],
-            m["goodput_rps"],
-            m.get("max_goodput_rps", float("nan")),
-            m["num_preempted"],
-            m["num_migrations"],
-            m["num_replaced"],
-            m["migrated_bytes"] / 2**30,
-        )
-        for policy, m in cell["policies"].items()
-    ]
+#: (row label, metric key, scale) of the printed tables; everything is also in the JSON.
+_METRICS = [
+    ("P99 TPOT ms", "p99_tpot_ms", 1.0),
+    ("mean TPOT ms", "mean_tpot_ms", 1.0),
+    ("P99 TTFT s", "p99_ttft_ms", 1e-3),
+    ("SLO met", "slo_attainment", 1.0),
+    ("goodput req/s", "goodput_rps", 1.0),
+    ("max goodput req/s", "max_goodput_rps", 1.0),
+    ("preempted", "num_preempted", 1),
+    ("migrations", "num_migrations", 1),
+    ("GiB migrated", "migrated_bytes", 2.0**-30),
+]
+
+
+def _table(
+    key: str, load: str, cell: dict[str, Any], slo: str
+) -> tuple[str, list[str], list[tuple[Any, ...]]]:
+    title = f"{key} at {cell['rate_rps']:.1f} req/s ({load}), SLO {slo}"
+    policies = list(cell["policies"])
+    rows = []
+    for label, metric, scale in _METRICS:
+        values = [cell["policies"][p].get(metric) for p in policies]
+        if all(v is None for v in values):
+            continue  # max goodput: only searched with --max-goodput
+        rows.append((label, *(float("nan") if v is None else v * scale for v in values)))
+    return title, policies, rows
 
 
 def _plot_pair(timelines: dict[str, SimResult], out: Path) -> None:
