@@ -134,6 +134,22 @@ class _Instance:
     room: float
     #: Requests running or pending (bounded by the batch limit).
     busy: int
+    #: Read from the view at most once a tick, when first needed (``waiting_tokens``,
+    #: ``running_pairs``): reading them is O(requests).
+    _waiting_tokens: float | None = None
+    _pairs: list[tuple[float, float]] | None = None
+
+    def waiting_tokens(self) -> float:
+        """KV tokens that requests waiting here would take."""
+        if self._waiting_tokens is None:
+            self._waiting_tokens = float(sum(w.kv_tokens for w in self.view.waiting()))
+        return self._waiting_tokens
+
+    def running_pairs(self) -> list[tuple[float, float]]:
+        """``(kv_tokens, predicted remaining)`` of every running request, as at the tick."""
+        if self._pairs is None:
+            self._pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in self.view.running()]
+        return self._pairs
 
     def has_room(self, kv_tokens: float) -> bool:
         return self.room >= kv_tokens and self.busy < self.view.max_batch_size
@@ -251,7 +267,7 @@ class AresRescheduler(DecodeRescheduler):
             if s.load <= self.high_watermark and not urgent:
                 continue  # the upper bound already fits: no overflow within the horizon
             running = list(s.view.running())
-            pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in running]
+            pairs = s._pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in running]
             pending = float(s.view.kv_pending_tokens)
             peak = projected_peak_kv(pairs, pending, self.horizon_tokens)
             s.load = peak / s.view.kv_capacity_tokens
@@ -342,8 +358,7 @@ class AresRescheduler(DecodeRescheduler):
             free = self._free_now(dest)
             if free < need or (free - kv) / (view.num_running + 1) <= source_after:
                 continue
-            pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in view.running()]
-            pairs.append((kv, rem))
+            pairs = [*dest.running_pairs(), (kv, rem)]
             reserved = view.kv_capacity_tokens - view.kv_used_tokens - free
             if projected_peak_kv(pairs, reserved, self.horizon_tokens) <= view.kv_capacity_tokens:
                 return dest
@@ -352,7 +367,7 @@ class AresRescheduler(DecodeRescheduler):
     @staticmethod
     def _free_now(state: _Instance) -> float:
         """KV tokens free now, not counting what waiting requests would take."""
-        return state.room + sum(w.kv_tokens for w in state.view.waiting())
+        return state.room + state.waiting_tokens()
 
     def _urgent(self, state: _Instance) -> bool:
         """Whether the memory free now holds fewer than ``urgent_steps`` steps of growth."""
