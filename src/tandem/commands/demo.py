@@ -16,6 +16,7 @@ import warnings
 import typer
 
 from tandem.commands._output import print_table
+from tandem.commands.experiment import policy_table
 from tandem.commands.plan import print_demo_plan
 from tandem.commands.trace import print_stats_table
 from tandem.experiments.rescheduling import Setup, config_for, row
@@ -46,29 +47,16 @@ def demo() -> None:
     setup = Setup(workloads[DEMO_WORKLOAD], cost, 16, 16, slo, DEMO_WINDOW_S)
     workload = setup.at(DEMO_RATE_SCALE)
     rate = workload.rate_rps
-    rows = []
+    by_policy = {}
     for policy in DEMO_POLICIES:
         with warnings.catch_warnings():  # a few long prompts exceed the measured range
             warnings.simplefilter("ignore")
             result = simulate(workload, config_for(setup, policy))
-        m = row(result, slo, rate)
-        rows.append(
-            (
-                policy,
-                m["slo_attainment"],
-                m["goodput_rps"],
-                m["p99_ttft_ms"],
-                m["mean_tpot_ms"],
-                m["p99_tpot_ms"],
-                m["num_preempted"],
-                m["num_migrations"],
-                m["migrated_bytes"] / 2**30,
-            )
-        )
+        by_policy[policy] = row(result, slo, rate)
+    policies, rows = policy_table(by_policy)
     print_table(
         f"{DEMO_WORKLOAD}, {len(workload):,} requests at {rate:.1f} req/s on 16P16D "
         f"{DEMO_PROFILE}, SLO {DEMO_SLO}: decode rescheduling policies",
-        ["policy", "SLO attained", "goodput req/s", "p99 TTFT ms", "mean TPOT ms"]
-        + ["p99 TPOT ms", "preempted", "migrations", "GiB moved"],
+        ["", *policies],
         rows,
     )

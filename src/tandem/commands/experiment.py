@@ -117,14 +117,22 @@ def _table(
     key: str, load: str, cell: dict[str, Any], slo: str
 ) -> tuple[str, list[str], list[tuple[Any, ...]]]:
     title = f"{key} at {cell['rate_rps']:.1f} req/s ({load}), SLO {slo}"
-    policies = list(cell["policies"])
+    return (title, *policy_table(cell["policies"]))
+
+
+def policy_table(
+    by_policy: dict[str, dict[str, Any]],
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Policies as columns and metrics as rows (``row``'s figures): nine rows fit 80 columns
+    with five policies, where a column per metric did not."""
+    policies = list(by_policy)
     rows = []
     for label, metric, scale in _METRICS:
-        values = [cell["policies"][p].get(metric) for p in policies]
+        values = [by_policy[p].get(metric) for p in policies]
         if all(v is None for v in values):
             continue  # max goodput: only searched with --max-goodput
         rows.append((label, *(float("nan") if v is None else v * scale for v in values)))
-    return title, policies, rows
+    return policies, rows
 
 
 def _plot_pair(timelines: dict[str, SimResult], out: Path) -> None:

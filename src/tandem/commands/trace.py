@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -59,25 +60,15 @@ def stats(
 
 
 def print_stats_table(results: list[dict]) -> None:
-    """One row per workload: count, duration, rate, burstiness, input and output lengths."""
-    rows = []
-    for r in results:
-        lengths = [
-            r[k][q] for k in ("input_tokens", "output_tokens") for q in ("mean", "p50", "p99")
-        ]
-        rows.append(
-            (
-                r["name"],
-                r["num_requests"],
-                r["duration_s"],
-                r["mean_rate_rps"],
-                r["interarrival_cv"],
-            )
-            + tuple(round(v) for v in lengths)
-        )
-    print_table(
-        "workloads (lengths in tokens)",
-        ["name", "requests", "span s", "req/s", "CV", "in mean", "in p50", "in p99"]
-        + ["out mean", "out p50", "out p99"],
-        rows,
-    )
+    """A column per workload (so several fit 80 columns) and a row per figure: count,
+    duration, rate, burstiness, input and output lengths."""
+    rows: list[tuple[Any, ...]] = [
+        ("requests", *(r["num_requests"] for r in results)),
+        ("span s", *(r["duration_s"] for r in results)),
+        ("req/s", *(r["mean_rate_rps"] for r in results)),
+        ("interarrival CV", *(r["interarrival_cv"] for r in results)),
+    ]
+    for key, side in (("input_tokens", "input"), ("output_tokens", "output")):
+        for q in ("mean", "p50", "p99"):
+            rows.append((f"{side} {q}", *(round(r[key][q]) for r in results)))
+    print_table("workloads (lengths in tokens)", ["", *(r["name"] for r in results)], rows)
