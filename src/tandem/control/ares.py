@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from tandem.control.policies import (
     _PLACEMENT,
@@ -134,22 +135,31 @@ class _Instance:
     room: float
     #: Requests running or pending (bounded by the batch limit).
     busy: int
-    #: Read from the view at most once a tick, when first needed (``waiting_tokens``,
-    #: ``running_pairs``): reading them is O(requests).
-    _waiting_tokens: float | None = None
-    _pairs: list[tuple[float, float]] | None = None
+    # The view's requests, read at most once a tick and only when needed (O(requests)); the
+    # view does not change within a tick (moves happen after ``plan`` returns).
 
-    def waiting_tokens(self) -> float:
-        """KV tokens that requests waiting here would take."""
-        if self._waiting_tokens is None:
-            self._waiting_tokens = float(sum(w.kv_tokens for w in self.view.waiting()))
-        return self._waiting_tokens
+    @cached_property
+    def waiting(self) -> list[WaitingRequestView]:
+        return list(self.view.waiting())
 
+    @cached_property
+    def running(self) -> list[RunningRequestView]:
+        return list(self.view.running())
+
+    @cached_property
     def running_pairs(self) -> list[tuple[float, float]]:
-        """``(kv_tokens, predicted remaining)`` of every running request, as at the tick."""
-        if self._pairs is None:
-            self._pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in self.view.running()]
-        return self._pairs
+        """``(kv_tokens, predicted remaining)`` of every running request."""
+        return [(float(r.kv_tokens), remaining_estimate(r)) for r in self.running]
+
+    @cached_property
+    def waiting_tokens(self) -> float:
+        """KV tokens that the waiting requests would take."""
+        return float(sum(w.kv_tokens for w in self.waiting))
+
+    def free_now(self) -> float:
+        """KV tokens free now (as booked this tick), not counting what waiting requests
+        would take."""
+        return self.room + self.waiting_tokens
 
     def has_room(self, kv_tokens: float) -> bool:
         return self.room >= kv_tokens and self.busy < self.view.max_batch_size
@@ -235,7 +245,7 @@ class AresRescheduler(DecodeRescheduler):
     @staticmethod
     def _stuck(source: _Instance) -> list[WaitingRequestView]:
         """Waiting requests that do not fit in the memory free now, in queue order."""
-        waiting = list(source.view.waiting())
+        waiting = source.waiting
         fits = source.room + sum(w.kv_tokens for w in waiting)  # memory free for the queue
         for position, w in enumerate(waiting):
             fits -= w.kv_tokens
@@ -266,19 +276,17 @@ class AresRescheduler(DecodeRescheduler):
             urgent = self._urgent(s)
             if s.load <= self.high_watermark and not urgent:
                 continue  # the upper bound already fits: no overflow within the horizon
-            running = list(s.view.running())
-            pairs = s._pairs = [(float(r.kv_tokens), remaining_estimate(r)) for r in running]
             pending = float(s.view.kv_pending_tokens)
-            peak = projected_peak_kv(pairs, pending, self.horizon_tokens)
+            peak = projected_peak_kv(s.running_pairs, pending, self.horizon_tokens)
             s.load = peak / s.view.kv_capacity_tokens
             if s.load > self.high_watermark or urgent:
-                sources.append((s, running, urgent))
+                sources.append((s, urgent))
         # Instances about to run out of memory first (predictions missed them), then by load.
-        sources.sort(key=lambda item: (not item[2], -item[0].load, item[0].index))
+        sources.sort(key=lambda item: (not item[1], -item[0].load, item[0].index))
         used: set[int] = set()
         moves: list[Migration] = []
-        for source, running, urgent in sources:
-            move = self._best_move(now_s, source, running, states, used, urgent)
+        for source, urgent in sources:
+            move = self._best_move(now_s, source, states, used, urgent)
             if move is not None:
                 moves.append(move)
         return moves
@@ -287,14 +295,13 @@ class AresRescheduler(DecodeRescheduler):
         self,
         now_s: float,
         source: _Instance,
-        running: list[RunningRequestView],
         states: list[_Instance],
         used: set[int],
         urgent: bool,
     ) -> Migration | None:
         candidates = [
             r
-            for r in running
+            for r in source.running
             if remaining_estimate(r) >= self.min_remaining_tokens
             and not self._cooling(now_s, r.request_id)
         ]
@@ -318,7 +325,7 @@ class AresRescheduler(DecodeRescheduler):
             delta = need / cap
             dest = self._destination(source, destinations, need, delta)
             if dest is None and urgent:
-                dest = self._relief(source, destinations, r.kv_tokens, rem)
+                dest = self._relief(source, destinations, r.kv_tokens, rem, need)
             if dest is None:
                 continue
             source.load -= delta  # its room frees only when the request has left
@@ -340,7 +347,12 @@ class AresRescheduler(DecodeRescheduler):
         return None
 
     def _relief(
-        self, source: _Instance, destinations: list[_Instance], kv: float, rem: float
+        self,
+        source: _Instance,
+        destinations: list[_Instance],
+        kv: float,
+        rem: float,
+        need: float,
     ) -> _Instance | None:
         """For a source about to run out of memory now: among the least-loaded destinations,
         one that keeps more steps of free memory than the source after the move and, with
@@ -349,28 +361,22 @@ class AresRescheduler(DecodeRescheduler):
         Memory that requests *waiting* at a destination would take counts as free here: they
         wait because the destination is projected full, and delaying one costs less than the
         preemption it prevents, which drops a running request's KV to recompute it."""
-        source_after = (self._free_now(source) + kv) / max(1, source.view.num_running - 1)
-        need = kv + min(rem, self.horizon_tokens)
+        source_after = (source.free_now() + kv) / max(1, source.view.num_running - 1)
         for dest in destinations[:16]:
             view = dest.view
             if dest.busy >= view.max_batch_size:
                 continue
-            free = self._free_now(dest)
+            free = dest.free_now()
             if free < need or (free - kv) / (view.num_running + 1) <= source_after:
                 continue
-            pairs = [*dest.running_pairs(), (kv, rem)]
+            pairs = [*dest.running_pairs, (kv, rem)]
             reserved = view.kv_capacity_tokens - view.kv_used_tokens - free
             if projected_peak_kv(pairs, reserved, self.horizon_tokens) <= view.kv_capacity_tokens:
                 return dest
         return None
 
-    @staticmethod
-    def _free_now(state: _Instance) -> float:
-        """KV tokens free now, not counting what waiting requests would take."""
-        return state.room + state.waiting_tokens()
-
     def _urgent(self, state: _Instance) -> bool:
         """Whether the memory free now holds fewer than ``urgent_steps`` steps of growth."""
         margin = self.urgent_steps * state.view.num_running
         # ``room`` counts waiting requests as taken: if even that is enough, skip the queue.
-        return state.room < margin and self._free_now(state) < margin
+        return state.room < margin and state.free_now() < margin
