@@ -129,6 +129,19 @@ def test_an_instance_about_to_run_out_sheds_even_when_predictions_say_it_fits() 
     assert AresRescheduler(urgent_steps=0).plan(0.0, [crowded, empty]) == []
 
 
+def test_an_instance_about_to_run_out_sheds_its_largest_request() -> None:
+    # 9,800 of 10,000 tokens held: 200 free, fewer than 64 steps of 31 requests' growth. By
+    # growth per byte a 250-token request would go (1,024 / 250 against 1,024 / 2,300), but
+    # the memory runs out now, and only the 2,300-token one frees enough of it in one move.
+    crowded = D(0, [req(i, 250, 2000.0) for i in range(1, 31)] + [req(31, 2300, 2000.0)])
+    empty = D(1)
+    moves = AresRescheduler().plan(0.0, [crowded, empty])
+    assert [(m.request_id, m.source, m.destination) for m in moves] == [(31, 0, 1)]
+    # Not in danger now (projected overflow only): the most growth per byte goes.
+    moves = AresRescheduler(urgent_steps=0).plan(0.0, [crowded, empty])
+    assert [m.request_id for m in moves] == [1]
+
+
 def test_a_request_stuck_behind_a_full_instance_is_replaced_where_memory_is_free() -> None:
     # Instance 0 has 500 tokens free but two requests of 800 wait there: both are stuck.
     stuck = [WaitingRequestView(7, 800, 1, 100.0), WaitingRequestView(8, 800, 1, 100.0)]

@@ -28,9 +28,12 @@ Rescheduler (``ares``), every ``interval_s``:
    batch's growth) whatever their projection says: predictions that ran short miss those.
    Urgent ones go first, then the most loaded.
 3. From a source, move the request with the most predicted future per byte of present KV
-   (``min(rem, horizon) / kv``): it relieves the most growth for the least copying. Never one
-   predicted to end within ``min_remaining_tokens`` (about to finish), nor one moved in the
-   last ``cooldown_s`` (no ping-pong).
+   (``min(rem, horizon) / kv``): it relieves the most growth for the least copying. From an
+   urgent source, move the one holding the most KV instead: memory now is what runs out, and
+   one large move frees what many small ones would (measured at 256 instances: 2 preemptions
+   instead of 335, and half the migrations). Never one predicted to end within
+   ``min_remaining_tokens`` (about to finish), nor one moved in the last ``cooldown_s`` (no
+   ping-pong).
 4. Accept only if (a) the destination has room for the request's KV and projected growth now,
    (b) the benefit beats the cost: the request's predicted remaining decode time is at least
    ``benefit_ratio`` times its KV copy time, and (c) the destination's projected load after
@@ -305,12 +308,17 @@ class AresRescheduler(DecodeRescheduler):
             if remaining_estimate(r) >= self.min_remaining_tokens
             and not self._cooling(now_s, r.request_id)
         ]
-        candidates.sort(
-            key=lambda r: (
-                -min(remaining_estimate(r), self.horizon_tokens) / r.kv_tokens,
-                r.request_id,
+        if urgent:
+            # Memory now is what runs out: free the most of it with one move.
+            candidates.sort(key=lambda r: (-r.kv_tokens, r.request_id))
+        else:
+            # Growth over the horizon is what overflows: relieve the most per byte copied.
+            candidates.sort(
+                key=lambda r: (
+                    -min(remaining_estimate(r), self.horizon_tokens) / r.kv_tokens,
+                    r.request_id,
+                )
             )
-        )
         destinations = sorted(
             (s for s in states if s.index != source.index and s.index not in used),
             key=lambda s: (s.load, s.index),
