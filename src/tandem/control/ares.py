@@ -249,7 +249,7 @@ class AresRescheduler(DecodeRescheduler):
     def _stuck(source: _Instance) -> list[WaitingRequestView]:
         """Waiting requests that do not fit in the memory free now, in queue order."""
         waiting = source.waiting
-        fits = source.room + sum(w.kv_tokens for w in waiting)  # memory free for the queue
+        fits = source.free_now()  # memory free for the queue
         for position, w in enumerate(waiting):
             fits -= w.kv_tokens
             if fits < 0:
