@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 	$(BIN)/python -m pip install "torch==2.13.0"
-	$(BIN)/python -m pip install -e ".[predict,dev]"
+	$(BIN)/python -m pip install -e ".[predict,serve,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from tandem import __version__
-from tandem.commands import demo, experiment, plan, predict, profile, simulate, trace
+from tandem.commands import demo, experiment, plan, predict, profile, serve, simulate, trace
 from tandem.errors import TandemError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(experiment.app, name="experiment")
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate_command)
 app.command("plan")(plan.plan_command)
+app.command("serve")(serve.serve_command)
 
 
 def _version(value: bool) -> None:

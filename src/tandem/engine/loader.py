@@ -180,6 +180,29 @@ def _from_pretrained(path: Path, dtype: Any, quiet: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def load_tokenizer(spec: str | Path) -> Any:
+    """The tokenizer of a model (no weights loaded), or ``None`` if it has none.
+
+    A serving front end needs the tokenizer to encode prompts and decode streamed tokens, but
+    not the model's weights: those live in the workers.
+    """
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(spec)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    where = path
+    if path.is_file():
+        kwargs["gguf_file"] = path.name
+        where = path.parent
+    elif not any((where / name).is_file() for name in _TOKENIZER_FILES):
+        return None
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return AutoTokenizer.from_pretrained(str(where), **kwargs)
+        except Exception:  # an unreadable tokenizer: token ids still work
+            return None
+
+
 def _check_attention(path: Path, config: Any) -> None:
     layer_types = getattr(config, "layer_types", None) or []
     odd = sorted({t for t in layer_types if t != "full_attention"})

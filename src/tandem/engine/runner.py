@@ -229,6 +229,12 @@ class ModelRunner:
         hidden: dict[int, torch.Tensor],
         means: dict[int, torch.Tensor] | None,
     ) -> StepOutput:
+        early = [i for i, s in enumerate(seqs) if len(s.output_token_ids) < s.params.min_tokens]
+        if early and self.loaded.eos_token_ids:
+            logits = logits.clone()
+            eos = torch.tensor(self.loaded.eos_token_ids, device=logits.device)
+            rows = torch.tensor(early, device=logits.device)
+            logits[rows.unsqueeze(-1), eos.unsqueeze(0)] = float("-inf")
         tokens = sample_tokens(logits, [s.params for s in seqs], [s.generator for s in seqs])
         reasons = tuple(seq.append(token) for seq, token in zip(seqs, tokens, strict=True))
         if any(reason is not None for reason in reasons):
@@ -248,6 +254,18 @@ class ModelRunner:
         assert self._batch is not None
         self._batch = self._batch.select(rows)
         self._running = [self._running[i] for i in rows]
+
+    def abort(self, seq_id: int) -> bool:
+        """Drop a queued or running request (its KV is freed); False if it is not here."""
+        for state in self._waiting:
+            if state.seq_id == seq_id:
+                self._waiting.remove(state)
+                return True
+        rows = [i for i, s in enumerate(self._running) if s.seq_id == seq_id]
+        if not rows:
+            return False
+        self._keep([i for i in range(len(self._running)) if i != rows[0]])
+        return True
 
     # -- migration --------------------------------------------------------------------------
 
@@ -269,6 +287,21 @@ class ModelRunner:
         )
         self._keep([i for i in range(len(self._running)) if i != row])
         return snapshot
+
+    @torch.inference_mode()
+    def recompute_kv(
+        self, token_ids: Sequence[int]
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """The KV cache of ``token_ids`` (one forward), per layer ([H, T, D], [H, T, D]).
+
+        A request preempted on KV overflow loses its cache; before it rejoins, its KV is
+        rebuilt from every token but the last sampled one (which the next decode step feeds in).
+        """
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self._device)
+        out = self.loaded.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return tuple(
+            (lay.keys[0].clone(), lay.values[0].clone()) for lay in out.past_key_values.layers
+        )
 
     def attach(self, snapshot: SequenceSnapshot) -> int:
         """Continue a detached request here; return its id in this runner."""

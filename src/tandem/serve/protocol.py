@@ -258,14 +258,16 @@ def parse_chat(body: bytes | str | dict[str, Any]) -> GenerationRequest:
     return _normalise(request, "chat", max_tokens, None, None, request_messages, param)
 
 
-def check_token_ids(token_ids: tuple[int, ...] | list[int], vocab_size: int) -> None:
-    """A 400 naming ``prompt`` if a token id is outside ``[0, vocab_size)``."""
+def check_token_ids(
+    token_ids: tuple[int, ...] | list[int], vocab_size: int, param: str = "prompt"
+) -> None:
+    """A 400 naming ``param`` if a token id is outside ``[0, vocab_size)``."""
     for position, token_id in enumerate(token_ids):
         if not 0 <= token_id < vocab_size:
             raise bad_request(
-                f"prompt: token id {token_id} at position {position} is outside the "
+                f"{param}: token id {token_id} at position {position} is outside the "
                 f"vocabulary [0, {vocab_size})",
-                "prompt",
+                param,
             )
 
 
@@ -296,7 +298,8 @@ def check_context_length(
     return max_tokens
 
 
-def _validate(model: type[_Request], body: bytes | str | dict[str, Any]) -> Any:
+def parse_json_object(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """The body as a JSON object; a 400 for non-UTF-8 bytes, invalid JSON or a non-object."""
     if isinstance(body, bytes | bytearray):
         try:
             body = bytes(body).decode("utf-8")
@@ -309,6 +312,11 @@ def _validate(model: type[_Request], body: bytes | str | dict[str, Any]) -> Any:
             raise bad_request(f"invalid JSON: {e}") from None
     if not isinstance(body, dict):
         raise bad_request(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _validate(model: type[_Request], body: bytes | str | dict[str, Any]) -> Any:
+    body = parse_json_object(body)
     try:
         return model.model_validate(body)
     except ValidationError as e:
@@ -376,7 +384,7 @@ def _prompt(prompt: Any) -> tuple[str | None, tuple[int, ...] | None]:
         return prompt, None
     if isinstance(prompt, list):
         for position, token_id in enumerate(prompt):
-            if not _is_token_id(token_id):
+            if not is_token_id(token_id):
                 raise bad_request(
                     f"prompt: token id at position {position} must be an integer >= 0, "
                     f"got {token_id!r}",
@@ -389,7 +397,8 @@ def _prompt(prompt: Any) -> tuple[str | None, tuple[int, ...] | None]:
     )
 
 
-def _is_token_id(x: Any) -> bool:
+def is_token_id(x: Any) -> bool:
+    """A JSON value that can be a token id (an int >= 0, not a boolean)."""
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 

@@ -1,0 +1,153 @@
+"""``tandem serve``: real P/D serving of a Hugging Face causal LM behind an OpenAI API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from tandem.errors import ConfigError, InputFormatError, require_file
+
+
+def _resources(text: str | None, flag: str) -> dict[str, float]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag}: not JSON ({exc.msg}); use e.g. '{{\"node_a\": 1}}'") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and v > 0 for k, v in value.items()
+    ):
+        raise ConfigError(f"{flag}: expected a JSON object of resource name -> amount > 0")
+    return {k: float(v) for k, v in value.items()}
+
+
+def serve_command(
+    model: str = typer.Option(
+        "default",
+        help="'default' (embedded stories260K), a Hugging Face model directory or a .gguf file.",
+    ),
+    served_model_name: str = typer.Option(
+        None, help="Model name in the API (default: the model's own)."
+    ),
+    prefill: int = typer.Option(1, help="Prefill workers."),
+    decode: int = typer.Option(2, help="Decode workers."),
+    dispatch: str = typer.Option("least-queued-tokens", help="Prefill dispatch policy."),
+    placement: str = typer.Option("least-kv", help="Decode placement policy."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1 unless told)."),
+    port: int = typer.Option(8000, help="Port; 0 picks a free one (printed)."),
+    backend: str = typer.Option(
+        "ray", help="'ray' (a Ray actor per worker) or 'local' (workers inside this process)."
+    ),
+    ray_address: str = typer.Option(
+        None, help="Join this Ray cluster instead of starting one locally (e.g. 10.0.0.5:6379)."
+    ),
+    prefill_resources: str = typer.Option(
+        None,
+        help="JSON of Ray custom resources each prefill worker needs, e.g. '{\"node_a\": 0.01}'.",
+    ),
+    decode_resources: str = typer.Option(
+        None, help="JSON of Ray custom resources each decode worker needs."
+    ),
+    decode_kv_tokens: int = typer.Option(
+        16384, help="KV capacity of each decode worker, in tokens."
+    ),
+    max_batch: int = typer.Option(64, help="Most requests in a decode worker's batch."),
+    chat_template: Path = typer.Option(
+        None, help="Jinja chat template file, for models without one."
+    ),
+    device: str = typer.Option(
+        "auto", help="'auto' (a GPU per worker where there are any), 'cpu' or 'cuda'."
+    ),
+    seed: int = typer.Option(0, help="Seed of unseeded sampled requests."),
+    log_level: str = typer.Option("info", help="Logging level."),
+) -> None:
+    """Serve a model with prefill and decode workers behind an OpenAI-compatible API."""
+    from tandem.serve.server import ServeConfig
+
+    template = None
+    if chat_template is not None:
+        path = require_file(chat_template)
+        try:
+            template = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputFormatError(path, None, None, "not UTF-8 text") from None
+    config = ServeConfig(
+        model=model,
+        served_model_name=served_model_name,
+        num_prefill=prefill,
+        num_decode=decode,
+        dispatch=dispatch,
+        placement=placement,
+        host=host,
+        port=port,
+        backend=backend,
+        ray_address=ray_address,
+        prefill_resources=_resources(prefill_resources, "--prefill-resources"),
+        decode_resources=_resources(decode_resources, "--decode-resources"),
+        decode_kv_tokens=decode_kv_tokens,
+        max_batch=max_batch,
+        chat_template=template,
+        device=device,
+        seed=seed,
+    )
+    _check_policies(dispatch, placement)
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(_serve(config))
+
+
+def _check_policies(dispatch: str, placement: str) -> None:
+    from tandem.control.policies import make_dispatch, make_placement
+
+    make_dispatch(dispatch)
+    make_placement(placement)
+
+
+async def _serve(config: object) -> None:
+    from tandem.serve.server import ServeConfig, TandemServer
+
+    assert isinstance(config, ServeConfig)
+    server = TandemServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        url = await server.start()
+        typer.echo(
+            f"tandem serve: listening on {url} (workers loading; /health turns 200 when ready)",
+            err=False,
+        )
+        sys.stdout.flush()
+        ready = asyncio.create_task(server.wait_ready(config.load_timeout_s))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            ready.result()  # raises if loading failed
+            name = server.front.model_name
+            typer.echo(
+                f"tandem serve: ready, {name} on {config.num_prefill} prefill + "
+                f"{config.num_decode} decode workers ({config.backend} backend)\n"
+                f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
+                f'-d \'{{"model": "{name}", "prompt": "Once upon a time", '
+                f'"max_tokens": 32}}\''
+            )
+            sys.stdout.flush()
+            await stopped
+        else:
+            ready.cancel()
+    finally:
+        typer.echo("tandem serve: stopping")
+        with contextlib.suppress(Exception):
+            await server.stop()

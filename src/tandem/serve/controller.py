@@ -1,0 +1,328 @@
+"""The Controller: the control plane's policies driving real workers.
+
+Life of a request through the Controller (the twin of ``sim.cluster``):
+
+1. ``submit``: the registered dispatch policy picks a prefill worker from
+   ``PrefillInstanceView``s built from the workers' latest stats (plus what was sent since);
+   the request gets its own stream (an asyncio queue) and a ``PrefillTask`` goes out.
+2. One poll loop per worker reads ``WorkerUpdate``s: one message per worker step, every row.
+3. A prefill event's first token goes to the request's stream at once. Unless the request is
+   already done, the registered placement policy picks a decode worker from
+   ``DecodeInstanceView``s and the hand-off goes there as a ``DecodeTask``.
+4. Decode events fan out to the streams; a finish reason closes the stream.
+5. ``abort`` (client gone, stop string reached) cancels the request on the worker holding it.
+
+The policies are the very objects the simulator calls (``control.policies``), unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tandem.control.policies import make_dispatch, make_placement
+from tandem.control.views import NewRequestView
+from tandem.engine.sampling import SamplingParams
+from tandem.errors import ConfigError
+from tandem.serve.backends import WorkerHandle
+from tandem.serve.messages import (
+    DecodeTask,
+    PrefillTask,
+    StepEvent,
+    WorkerInfo,
+    WorkerStats,
+)
+from tandem.serve.metrics import ServeMetrics
+from tandem.serve.views import ServedDecodeView, ServedPrefillView
+
+log = logging.getLogger("tandem.serve")
+POLL_TIMEOUT_S = 0.05
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Tokens for one request, in order; the last chunk has ``finish_reason`` (or ``error``)."""
+
+    token_ids: list[int]
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Request:
+    request_id: str
+    number: int
+    prompt_tokens: int
+    arrival_s: float
+    queue: asyncio.Queue[Chunk]
+    worker: WorkerHandle
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    num_output_tokens: int = 0
+    decode_worker: int | None = None
+
+
+@dataclass
+class _Sent:
+    """Tasks sent to a worker that its stats may not count yet (tokens of each, in order)."""
+
+    tokens: deque[int] = field(default_factory=deque)
+    num_sent: int = 0
+
+    def unseen(self, num_received: int) -> tuple[int, int]:
+        """(requests, tokens) sent but not yet received by the worker."""
+        while len(self.tokens) > self.num_sent - num_received:
+            self.tokens.popleft()
+        return len(self.tokens), sum(self.tokens)
+
+
+class Controller:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        prefill: Sequence[WorkerHandle],
+        decode: Sequence[WorkerHandle],
+        *,
+        dispatch: str = "least-queued-tokens",
+        placement: str = "least-kv",
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        if not prefill or not decode:
+            raise ConfigError("serving needs at least one prefill and one decode worker")
+        self.prefill = list(prefill)
+        self.decode = list(decode)
+        self.dispatch = make_dispatch(dispatch)
+        self.placement = make_placement(placement)
+        self.metrics = metrics
+        self.info: WorkerInfo | None = None
+        self.infos: list[WorkerInfo] = []
+        self.ready = False
+        self.failed: str | None = None
+        self._stats: dict[tuple[str, int], WorkerStats] = {}
+        self._dead: dict[tuple[str, int], str] = {}
+        self._sent: dict[tuple[str, int], _Sent] = {}
+        self._requests: dict[str, _Request] = {}
+        self._numbers = itertools.count()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._t0 = time.monotonic()
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def start(self, load_timeout_s: float = 600.0) -> None:
+        """Load every worker (in parallel), check they serve one model, start polling."""
+        handles = [*self.prefill, *self.decode]
+        try:
+            infos = await asyncio.gather(*(h.load(load_timeout_s) for h in handles))
+        except Exception as exc:
+            self.failed = f"loading workers failed: {exc}"
+            raise
+        fingerprints = {i.fingerprint for i in infos}
+        if len(fingerprints) != 1:
+            self.failed = "workers loaded different models"
+            raise ConfigError(self.failed)
+        self.infos = list(infos)
+        self.info = infos[0]
+        for handle in handles:
+            key = (handle.role, handle.worker_id)
+            self._stats[key] = WorkerStats(
+                worker_id=handle.worker_id,
+                role=handle.role,
+                kv_capacity_tokens=handle.config.kv_capacity_tokens,
+                max_batch_size=handle.config.max_batch_size,
+            )
+            self._sent[key] = _Sent()
+            self._tasks.append(asyncio.create_task(self._poll_loop(handle)))
+        self.ready = True
+        for info in infos:
+            log.info(
+                "%s worker %d ready: %s on %s (pid %d)",
+                info.role,
+                info.worker_id,
+                info.model_name,
+                info.node,
+                info.pid,
+            )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for request in list(self._requests.values()):
+            request.queue.put_nowait(Chunk([], "abort", error="server shutting down"))
+        self._requests.clear()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def submit(
+        self, request_id: str, prompt_token_ids: Sequence[int], params: SamplingParams
+    ) -> asyncio.Queue[Chunk]:
+        """Dispatch a request to prefill; its tokens arrive on the returned queue."""
+        if not self.ready:
+            raise ConfigError("the server is not ready yet")
+        if request_id in self._requests:
+            raise ConfigError(f"request id '{request_id}' is already in flight")
+        number = next(self._numbers)
+        now = time.monotonic()
+        view = NewRequestView(number, now - self._t0, len(prompt_token_ids))
+        index = self.dispatch.choose(view, self.prefill_views())
+        worker = self.prefill[index]
+        queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        self._requests[request_id] = _Request(
+            request_id, number, len(prompt_token_ids), now, queue, worker
+        )
+        self._send(
+            worker, PrefillTask(request_id, tuple(prompt_token_ids), params), len(prompt_token_ids)
+        )
+        return queue
+
+    def abort(self, request_id: str) -> None:
+        """Cancel a request wherever it is; its KV is freed there. Unknown ids are ignored."""
+        request = self._requests.pop(request_id, None)
+        if request is not None:
+            request.worker.abort([request_id])
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._requests)
+
+    def is_active(self, request_id: str) -> bool:
+        """Whether ``request_id`` is in flight."""
+        return request_id in self._requests
+
+    # -- views --------------------------------------------------------------------------------
+
+    def prefill_views(self) -> list[ServedPrefillView]:
+        views = []
+        for handle in self.prefill:
+            key = (handle.role, handle.worker_id)
+            stats = self._stats[key]
+            count, tokens = self._sent[key].unseen(stats.num_tasks_received)
+            views.append(ServedPrefillView(stats, count, tokens))
+        return views
+
+    def decode_views(self) -> list[ServedDecodeView]:
+        assert self.info is not None
+        views = []
+        for handle in self.decode:
+            key = (handle.role, handle.worker_id)
+            stats = self._stats[key]
+            count, tokens = self._sent[key].unseen(stats.num_tasks_received)
+            views.append(ServedDecodeView(stats, count, tokens, self.info.kv_bytes_per_token))
+        return views
+
+    def worker_stats(self) -> list[WorkerStats]:
+        return list(self._stats.values())
+
+    @property
+    def dead_workers(self) -> dict[tuple[str, int], str]:
+        """(role, worker id) -> why, for workers whose process or actor is gone."""
+        return dict(self._dead)
+
+    # -- the poll loops ------------------------------------------------------------------------
+
+    def _send(self, worker: WorkerHandle, task: PrefillTask | DecodeTask, tokens: int) -> None:
+        key = (worker.role, worker.worker_id)
+        if key in self._dead:
+            request = self._requests.pop(task.request_id, None)
+            if request is not None:
+                request.queue.put_nowait(Chunk([], "error", error=self._dead[key]))
+            return
+        sent = self._sent[key]
+        sent.tokens.append(tokens)
+        sent.num_sent += 1
+        worker.submit([task])
+
+    async def _poll_loop(self, handle: WorkerHandle) -> None:
+        key = (handle.role, handle.worker_id)
+        while not self._stopping:
+            try:
+                update = await handle.poll(POLL_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("%s worker %d is gone: %s", handle.role, handle.worker_id, exc)
+                self._fail_worker(handle, f"{handle.role} worker {handle.worker_id} failed: {exc}")
+                return
+            self._stats[key] = update.stats
+            now = time.monotonic()
+            for event in update.events:
+                try:
+                    self._on_event(handle, event, now)
+                except Exception:  # a bug here must not stop the loop that serves everyone
+                    log.exception(
+                        "handling a %s event of %s worker %d failed",
+                        event.kind,
+                        handle.role,
+                        handle.worker_id,
+                    )
+                    self._fail_requests(event.request_ids, "internal error handling a step")
+
+    def _on_event(self, handle: WorkerHandle, event: StepEvent, now: float) -> None:
+        if event.kind == "error":
+            for request_id in event.request_ids:
+                request = self._requests.pop(request_id, None)
+                if request is not None:
+                    log.warning("request %s failed: %s", request_id, event.error)
+                    request.queue.put_nowait(Chunk([], "error", error=event.error))
+            return
+        for row, request_id in enumerate(event.request_ids):
+            request = self._requests.get(request_id)
+            if request is None:
+                continue  # aborted meanwhile (its KV, if any, is dropped with the message)
+            reason = event.finish_reasons[row]
+            self._record_token(request, handle, now, reason)
+            request.queue.put_nowait(Chunk([event.token_ids[row]], reason))
+            if reason is not None:
+                del self._requests[request_id]
+            elif event.kind == "prefill":
+                self._place(request, event.handoffs[row], event.kv_tokens[row])
+
+    def _place(self, request: _Request, handoff: object, kv_tokens: int) -> None:
+        view = NewRequestView(request.number, request.arrival_s - self._t0, request.prompt_tokens)
+        index = self.placement.choose(view, self.decode_views())
+        worker = self.decode[index]
+        request.worker = worker
+        request.decode_worker = worker.worker_id
+        self._send(worker, DecodeTask(request.request_id, kv_tokens, handoff), kv_tokens)
+
+    def _record_token(
+        self, request: _Request, handle: WorkerHandle, now: float, reason: str | None
+    ) -> None:
+        request.num_output_tokens += 1
+        metrics = self.metrics
+        if request.first_token_s is None:
+            request.first_token_s = now
+            if metrics is not None:
+                metrics.observe_ttft(handle.worker_id, now - request.arrival_s)
+        elif metrics is not None and request.last_token_s is not None:
+            metrics.observe_itl(handle.worker_id, now - request.last_token_s)
+        request.last_token_s = now
+        if reason is not None and metrics is not None:
+            worker = request.decode_worker if request.decode_worker is not None else -1
+            metrics.observe_finished(
+                worker,
+                e2e_s=now - request.arrival_s,
+                ttft_s=request.first_token_s - request.arrival_s,
+                num_output_tokens=request.num_output_tokens,
+            )
+
+    def _fail_requests(self, request_ids: Sequence[str], message: str) -> None:
+        for request_id in request_ids:
+            request = self._requests.pop(request_id, None)
+            if request is not None:
+                request.queue.put_nowait(Chunk([], "error", error=message))
+
+    def _fail_worker(self, handle: WorkerHandle, message: str) -> None:
+        self._dead[(handle.role, handle.worker_id)] = message
+        for request_id, request in list(self._requests.items()):
+            if request.worker is handle:
+                del self._requests[request_id]
+                request.queue.put_nowait(Chunk([], "error", error=message))

@@ -1,0 +1,193 @@
+"""Decode worker: continuous batching under a KV capacity in tokens.
+
+Life of a request here (the twin of ``sim.decode.DecodeInstance``):
+
+1. ``DecodeTask`` arrives (the placement policy chose this worker); it waits in FIFO order
+   for memory. Its KV is still at the prefill side (in Ray's object store).
+2. Before each step, ``control.admission.can_admit`` decides whether the head of the queue
+   joins (its KV plus one step of growth of the batch must fit; the same rule as the
+   simulator's). Joining fetches the hand-off and attaches it to the runner; a request
+   preempted earlier instead has its KV recomputed from its tokens.
+3. Every step adds one token to every running request.
+4. When the next step would not fit, ``control.admission.num_to_preempt`` says how many of the
+   newest requests are dropped: their KV is freed and they wait again, first in line, to be
+   recomputed (an out-of-memory preemption; the client only sees a pause).
+5. After its last token (EOS, ``max_tokens``) the request leaves and frees its KV.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from tandem.control.admission import can_admit, num_to_preempt
+from tandem.serve.messages import DecodeTask, KVHandoff, StepEvent, WorkerStats
+from tandem.serve.transfer import receive, to_handoff, to_snapshot, without_kv
+from tandem.serve.worker import Worker, error_event
+
+_EMA_WEIGHT = 0.2
+
+
+@dataclass(slots=True)
+class _Waiting:
+    request_id: str
+    kv_tokens: int
+    #: What ``receive`` takes (a fresh hand-off), or the hand-off itself without KV (preempted).
+    handoff: Any
+    recompute: bool = False
+
+
+class DecodeWorker(Worker):
+    """See the module docstring."""
+
+    def _on_loaded(self) -> None:
+        self._waiting: deque[_Waiting] = deque()
+        self._request_by_seq: dict[int, str] = {}
+        # Running requests in the order they joined (the last is the newest): id -> seq id.
+        self._seq_by_request: OrderedDict[str, int] = OrderedDict()
+        self._tokens_by_request: dict[str, int] = {}
+        self._num_preemptions = 0
+        self._generated_total = 0
+        self._transfer_bytes_total = 0
+        self._transfer_s_total = 0.0
+        self._transfer_rate = 0.0
+
+    @property
+    def kv_used_tokens(self) -> int:
+        return sum(self._tokens_by_request.values())
+
+    def _accept(self, task: Any) -> None:
+        if not isinstance(task, DecodeTask):
+            raise TypeError(f"a decode worker takes DecodeTask, not {type(task).__name__}")
+        if task.kv_tokens + 1 > self.config.kv_capacity_tokens:
+            raise ValueError(
+                f"request needs {task.kv_tokens} KV tokens; this worker holds "
+                f"{self.config.kv_capacity_tokens}"
+            )
+        self._waiting.append(_Waiting(task.request_id, task.kv_tokens, task.handoff))
+
+    def _abort(self, request_id: str) -> bool:
+        for waiting in self._waiting:
+            if waiting.request_id == request_id:
+                self._waiting.remove(waiting)
+                return True
+        seq_id = self._seq_by_request.pop(request_id, None)
+        if seq_id is None:
+            return False
+        self.runner.abort(seq_id)
+        del self._request_by_seq[seq_id]
+        del self._tokens_by_request[request_id]
+        return True
+
+    def _has_work(self) -> bool:
+        if self.runner is None:
+            return False
+        return bool(self._seq_by_request) or (bool(self._waiting) and self._head_fits())
+
+    def _head_fits(self) -> bool:
+        return can_admit(
+            self._waiting[0].kv_tokens,
+            kv_capacity_tokens=self.config.kv_capacity_tokens,
+            kv_used_tokens=self.kv_used_tokens,
+            kv_reserved_tokens=0,
+            num_running=len(self._seq_by_request),
+            num_joining=0,
+            max_batch_size=self.config.max_batch_size,
+        )
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def _step(self) -> list[StepEvent]:
+        self._preempt_if_needed()
+        events: list[StepEvent] = []
+        while self._waiting and self._head_fits():
+            waiting = self._waiting.popleft()
+            try:
+                self._join(waiting)
+            except Exception as exc:  # a hand-off that cannot be fetched fails its request only
+                events.append(error_event([waiting.request_id], f"KV hand-off failed: {exc}"))
+        if not self._seq_by_request:
+            return events
+        out = self.runner.step()
+        if out is None:
+            return events
+        request_ids = tuple(self._request_by_seq[s] for s in out.seq_ids)
+        for request_id, reason in zip(request_ids, out.finish_reasons, strict=True):
+            if reason is None:
+                self._tokens_by_request[request_id] += 1
+            else:
+                del self._request_by_seq[self._seq_by_request.pop(request_id)]
+                del self._tokens_by_request[request_id]
+        self.runner.collect_finished()
+        self._generated_total += len(request_ids)
+        return [*events, StepEvent("decode", request_ids, out.token_ids, out.finish_reasons)]
+
+    def _preempt_if_needed(self) -> None:
+        newest_first = [self._tokens_by_request[r] for r in reversed(self._seq_by_request)]
+        count = num_to_preempt(
+            newest_first,
+            kv_capacity_tokens=self.config.kv_capacity_tokens,
+            kv_used_tokens=self.kv_used_tokens,
+            kv_reserved_tokens=0,
+        )
+        for _ in range(min(count, len(newest_first) - 1)):  # never the last one: it fits alone
+            request_id, seq_id = self._seq_by_request.popitem(last=True)
+            del self._request_by_seq[seq_id]
+            tokens = self._tokens_by_request.pop(request_id)
+            snapshot = self.runner.detach(seq_id)
+            handoff = without_kv(to_handoff(request_id, snapshot, keep_kv=False))
+            self._waiting.appendleft(_Waiting(request_id, tokens, handoff, recompute=True))
+            self._num_preemptions += 1
+
+    def _join(self, waiting: _Waiting) -> None:
+        if waiting.recompute:
+            handoff: KVHandoff = waiting.handoff
+            tokens = handoff.prompt_token_ids + handoff.output_token_ids
+            snapshot = to_snapshot(handoff, self.runner.recompute_kv(tokens[:-1]))
+        else:
+            start = time.perf_counter()
+            handoff = receive(waiting.handoff, self.config.transport)
+            snapshot = to_snapshot(handoff)
+            self._record_transfer(handoff.kv_bytes, time.perf_counter() - start)
+        seq_id = self.runner.attach(snapshot)
+        self._request_by_seq[seq_id] = waiting.request_id
+        self._seq_by_request[waiting.request_id] = seq_id
+        self._tokens_by_request[waiting.request_id] = handoff.num_tokens
+
+    def _record_transfer(self, num_bytes: int, seconds: float) -> None:
+        self._transfer_bytes_total += num_bytes
+        self._transfer_s_total += seconds
+        if seconds > 0:
+            w = _EMA_WEIGHT if self._transfer_rate else 1.0
+            self._transfer_rate = (1 - w) * self._transfer_rate + w * num_bytes / seconds
+
+    def _fail_all(self) -> list[str]:
+        failed = [w.request_id for w in self._waiting] + list(self._seq_by_request)
+        for seq_id in list(self._request_by_seq):
+            self.runner.abort(seq_id)
+        self._waiting.clear()
+        self._request_by_seq.clear()
+        self._seq_by_request.clear()
+        self._tokens_by_request.clear()
+        return failed
+
+    def _make_stats(self) -> WorkerStats:
+        return WorkerStats(
+            worker_id=self.config.worker_id,
+            role=self.config.role,
+            num_running=len(self._seq_by_request),
+            num_waiting=len(self._waiting),
+            kv_used_tokens=self.kv_used_tokens,
+            kv_waiting_tokens=sum(w.kv_tokens for w in self._waiting),
+            kv_capacity_tokens=self.config.kv_capacity_tokens,
+            max_batch_size=self.config.max_batch_size,
+            num_preemptions=self._num_preemptions,
+            step_time_s=self._step_ema_s,
+            kv_transfer_bytes_per_s=self._transfer_rate,
+            kv_transfer_bytes_total=self._transfer_bytes_total,
+            kv_transfer_seconds_total=self._transfer_s_total,
+            generation_tokens_total=self._generated_total,
+            num_steps=self._num_steps,
+        )

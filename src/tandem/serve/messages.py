@@ -1,0 +1,159 @@
+"""Every message between the front end (Controller) and the workers, in one file.
+
+Front end -> worker: ``PrefillTask`` (a prompt to prefill), ``DecodeTask`` (a request whose KV
+waits at the prefill side, to be continued here) and aborts (by request id).
+Worker -> front end: one ``WorkerUpdate`` per ``poll``: the ``StepEvent``s since the last poll
+(one per step, carrying every row that step served) and the worker's ``WorkerStats``.
+Prefill -> decode: ``KVHandoff``, the request's tokens, sampler state and KV cache as numpy
+arrays (Ray moves numpy through its object store without pickling or copying it).
+
+All are plain frozen dataclasses of numbers, strings, tuples and numpy arrays: what crosses a
+process boundary here is produced by Tandem's own workers, never by an HTTP client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tandem.engine.sampling import SamplingParams
+
+ROLE_PREFILL = "prefill"
+ROLE_DECODE = "decode"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How to build one worker (sent to its process)."""
+
+    worker_id: int
+    role: str
+    model: str
+    device: str = "cpu"
+    max_batch_size: int = 64
+    max_prefill_tokens: int = 4096
+    #: Decode only: KV capacity in tokens (prompt plus generated, summed over requests here).
+    kv_capacity_tokens: int = 16384
+    seed: int = 0
+    #: "inline" (the hand-off object itself) or "ray" (a reference into Ray's object store).
+    transport: str = "inline"
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What a worker says once its model is loaded."""
+
+    worker_id: int
+    role: str
+    model_name: str
+    fingerprint: str
+    vocab_size: int
+    context_tokens: int
+    eos_token_ids: tuple[int, ...]
+    kv_bytes_per_token: int
+    node: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillTask:
+    """Prefill ``prompt_token_ids``, sample the first token, hand the KV off."""
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    params: SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class KVHandoff:
+    """A running request detached from a runner: everything needed to continue it elsewhere.
+
+    ``keys[i]`` / ``values[i]`` are layer i's cache, [kv_heads, tokens, head_dim], for every
+    token except the last sampled one. Empty tuples mean the KV was dropped (a preempted
+    request): the receiver recomputes it from the tokens.
+    """
+
+    request_id: str
+    model_fingerprint: str
+    prompt_token_ids: tuple[int, ...]
+    output_token_ids: tuple[int, ...]
+    params: SamplingParams
+    max_new_tokens: int
+    generator_state: np.ndarray
+    keys: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def kv_bytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeTask:
+    """Continue a prefilled request here. ``handoff`` is a ``KVHandoff`` (inline transport) or
+    a one-element list holding a Ray reference to one (kept in a list so Ray does not fetch
+    it before the worker has memory for it)."""
+
+    request_id: str
+    kv_tokens: int
+    handoff: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """One step of a worker: every row it served, aligned tuples.
+
+    Prefill steps carry ``handoffs`` (aligned with the rows; ``None`` where the request already
+    finished with its first token). ``error`` is set for rows that failed (the request ends).
+    """
+
+    kind: str  # "prefill" | "decode" | "error"
+    request_ids: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    finish_reasons: tuple[str | None, ...]
+    handoffs: tuple[Any, ...] = ()
+    kv_tokens: tuple[int, ...] = ()
+    error: str | None = None
+    time_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """A worker's state as of its last step (what the Controller builds its views from)."""
+
+    worker_id: int
+    role: str
+    #: Tasks received so far (the Controller counts what it sent but the worker has not seen).
+    num_tasks_received: int = 0
+    num_running: int = 0
+    num_waiting: int = 0
+    queued_tokens: int = 0
+    kv_used_tokens: int = 0
+    kv_waiting_tokens: int = 0
+    kv_capacity_tokens: int = 0
+    max_batch_size: int = 0
+    num_preemptions: int = 0
+    #: Recent duration of one step (exponential average), seconds.
+    step_time_s: float = 0.0
+    #: Measured KV hand-off rate into this worker (fetch and attach), bytes per second.
+    kv_transfer_bytes_per_s: float = 0.0
+    kv_transfer_bytes_total: int = 0
+    kv_transfer_seconds_total: float = 0.0
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+    num_steps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerUpdate:
+    """The answer to one ``poll``: events since the last poll and the stats after them."""
+
+    events: tuple[StepEvent, ...]
+    stats: WorkerStats

@@ -1,0 +1,257 @@
+"""Build a server from a ``ServeConfig`` and run it: backend, workers, Controller, uvicorn.
+
+1. The socket is bound first (``port=0`` picks a free port), so the URL is known at once.
+2. uvicorn starts serving; ``/health`` answers 503 while the workers load in the background.
+3. The backend starts the workers (Ray actors or in-process), the Controller loads them and
+   starts polling; ``/health`` turns 200.
+4. ``stop`` (or Ctrl-C / SIGTERM) stops uvicorn, the Controller, the workers and, if this
+   server started it, Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tandem.errors import ConfigError
+from tandem.serve.backends import Backend, RayOptions
+from tandem.serve.messages import ROLE_DECODE, ROLE_PREFILL, WorkerConfig
+
+log = logging.getLogger("tandem.serve")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``tandem serve`` takes."""
+
+    model: str = "default"
+    served_model_name: str | None = None
+    num_prefill: int = 1
+    num_decode: int = 2
+    dispatch: str = "least-queued-tokens"
+    placement: str = "least-kv"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "ray"
+    ray_address: str | None = None
+    prefill_resources: dict[str, float] = field(default_factory=dict)
+    decode_resources: dict[str, float] = field(default_factory=dict)
+    decode_kv_tokens: int = 16384
+    max_batch: int = 64
+    max_prefill_batch: int = 16
+    max_prefill_tokens: int = 4096
+    chat_template: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    load_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_prefill", "num_decode", "max_batch", "max_prefill_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1")
+        if self.decode_kv_tokens < 2:
+            raise ConfigError("decode-kv-tokens must be >= 2")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, got {self.port}")
+
+    def worker_configs(self) -> list[WorkerConfig]:
+        prefill = [
+            WorkerConfig(
+                worker_id=i,
+                role=ROLE_PREFILL,
+                model=self.model,
+                device=self.device,
+                max_batch_size=self.max_prefill_batch,
+                max_prefill_tokens=self.max_prefill_tokens,
+                seed=self.seed,
+            )
+            for i in range(self.num_prefill)
+        ]
+        decode = [
+            WorkerConfig(
+                worker_id=i,
+                role=ROLE_DECODE,
+                model=self.model,
+                device=self.device,
+                max_batch_size=self.max_batch,
+                kv_capacity_tokens=self.decode_kv_tokens,
+                seed=self.seed,
+            )
+            for i in range(self.num_decode)
+        ]
+        return prefill + decode
+
+
+class TandemServer:
+    """One running server; ``start``/``stop`` from a running event loop, or ``run`` blocking."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.url: str | None = None
+        self.front: Any = None
+        self._backend: Backend | None = None
+        self._uvicorn: Any = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.config.host, self.config.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror} "
+                "(use --port 0 for a free port)"
+            ) from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+
+    async def start(self) -> str:
+        """Bind, start HTTP and begin loading the workers; the URL (``/health`` tells ready)."""
+        import uvicorn
+
+        from tandem.engine.loader import load_tokenizer, resolve_model_path
+        from tandem.serve.api import FrontEnd, build_app
+        from tandem.serve.controller import Controller
+
+        config = self.config
+        resolve_model_path(config.model)  # a bad path fails here, before anything starts
+        self._socket = self._bind()
+        host, port = self._socket.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+        backend = Backend(
+            config.backend,
+            RayOptions(
+                address=config.ray_address,
+                prefill_resources=dict(config.prefill_resources),
+                decode_resources=dict(config.decode_resources),
+            ),
+        )
+        self._backend = backend
+        tokenizer = await asyncio.to_thread(load_tokenizer, config.model)
+        handles = await asyncio.to_thread(backend.start, config.worker_configs())
+        prefill = [h for h in handles if h.role == ROLE_PREFILL]
+        decode = [h for h in handles if h.role == ROLE_DECODE]
+        controller = Controller(
+            prefill, decode, dispatch=config.dispatch, placement=config.placement
+        )
+        name = config.served_model_name or _default_name(config.model)
+        self.front = FrontEnd(
+            controller=controller,
+            tokenizer=tokenizer,
+            model_name=name,
+            chat_template=config.chat_template,
+            decode_kv_tokens=config.decode_kv_tokens,
+            created=int(time.time()),
+        )
+        self._load_task = asyncio.create_task(self._load(controller, name))
+        app = build_app(self.front)
+        uv_config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+        )
+        self._uvicorn = uvicorn.Server(uv_config)
+        self._serve_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]))
+        return self.url
+
+    async def _load(self, controller: Any, name: str) -> None:
+        from tandem.serve.metrics import ServeMetrics
+
+        controller.metrics = ServeMetrics(name, controller.worker_stats)
+        try:
+            await controller.start(self.config.load_timeout_s)
+        except Exception as exc:
+            log.error("workers failed to load: %s", exc)
+            controller.failed = controller.failed or str(exc)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Return once every worker is loaded; raise if loading failed or took too long."""
+        assert self._load_task is not None
+        await asyncio.wait_for(asyncio.shield(self._load_task), timeout_s)
+        if self.front.controller.failed:
+            raise ConfigError(self.front.controller.failed)
+
+    async def stop(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._serve_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._serve_task, 10)
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._load_task
+        if self.front is not None:
+            await self.front.controller.stop()
+        if self._backend is not None:
+            await self._backend.stop()
+        if self._socket is not None:
+            self._socket.close()
+
+
+def _default_name(model: str) -> str:
+    from tandem.engine.loader import DEFAULT_MODEL_NAMES, resolve_model_path
+
+    if model in DEFAULT_MODEL_NAMES:
+        return "stories260K"
+    path = resolve_model_path(model)
+    return path.stem if path.is_file() else path.name
+
+
+class ServerThread:
+    """A server on its own event loop in a background thread (tests, the demo, benchmarks)."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.server = TandemServer(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self, ready_timeout_s: float = 600.0) -> str:
+        self._thread.start()
+        url = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(120)
+        future = asyncio.run_coroutine_threadsafe(
+            self.server.wait_ready(ready_timeout_s), self._loop
+        )
+        try:
+            future.result(ready_timeout_s + 5)
+        except BaseException:
+            self.stop()
+            raise
+        return url
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(config: ServeConfig, ready_timeout_s: float = 600.0) -> AsyncIterator[str]:
+    """``async with running(config) as url``: a ready server, stopped afterwards."""
+    server = TandemServer(config)
+    try:
+        url = await server.start()
+        await server.wait_ready(ready_timeout_s)
+        yield url
+    finally:
+        await server.stop()
