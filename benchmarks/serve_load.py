@@ -158,8 +158,9 @@ async def run_load(
     ``median_ttft_ms``, ``p99_tpot_ms``, ``p99_itl_ms``, ``p99_e2el_ms``, ...) plus
     ``concurrency``, ``num_requests``, ``num_errors``, ``num_incomplete``, ``error_samples``
     (a few messages), ``finish_reasons`` (counts), ``mean_output_tokens``,
-    ``min_output_tokens``, ``max_output_tokens`` and ``num_with_usage`` (requests whose token
-    count came from the usage rather than from counting chunks). ``timeout_s`` bounds each
+    ``min_output_tokens``, ``max_output_tokens``, ``num_with_usage`` (requests whose token
+    count came from the usage rather than from counting chunks) and ``client_cpu_s`` (CPU time
+    this process spent generating the load). ``timeout_s`` bounds each
     request from send to last byte.
     """
     if concurrency < 1 or num_requests < 1:
@@ -179,12 +180,15 @@ async def run_load(
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
-    start_s = time.perf_counter()
+    start_s, start_cpu_s = time.perf_counter(), time.process_time()
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         clients = min(concurrency, num_requests)
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
     duration_s = time.perf_counter() - start_s
-    return _summarize(streams, concurrency, duration_s)
+    out = _summarize(streams, concurrency, duration_s)
+    # On a small shared box the client competes with the server for CPU: say how much it took.
+    out["client_cpu_s"] = time.process_time() - start_cpu_s
+    return out
 
 
 def _summarize(streams: list[_Stream], concurrency: int, duration_s: float) -> dict[str, Any]:
@@ -222,7 +226,8 @@ def format_line(label: str, m: dict[str, Any]) -> str:
         f"TTFT p50/p99={m['median_ttft_ms']:7.1f}/{m['p99_ttft_ms']:7.1f} ms  "
         f"TPOT p50/p99={m['median_tpot_ms']:6.2f}/{m['p99_tpot_ms']:6.2f} ms  "
         f"mean_out={m['mean_output_tokens']:6.1f} "
-        f"errors={m['num_errors']} incomplete={m['num_incomplete']}"
+        f"errors={m['num_errors']} incomplete={m['num_incomplete']} "
+        f"client_cpu={100 * m.get('client_cpu_s', 0.0) / max(m['duration'], 1e-9):.0f}%"
     )
 
 

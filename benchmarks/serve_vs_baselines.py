@@ -238,22 +238,29 @@ def print_table(
     for c in _TARGET_LEVELS:
         if c in tl and c in runner:
             parts.append(f"c={c} {tl[c]['output_throughput'] / runner[c]['output_throughput']:.2f}")
-    met = all(
-        c in tl
-        and c in runner
-        and tl[c]["output_throughput"] >= _TARGET_RATIO * runner[c]["output_throughput"]
+    measured = all(c in tl and c in runner for c in _TARGET_LEVELS)
+    met = measured and all(
+        tl[c]["output_throughput"] >= _TARGET_RATIO * runner[c]["output_throughput"]
         for c in _TARGET_LEVELS
     )
+    verdict = ("met" if met else "missed") if measured else "not measured"
     vs_tf = " ".join(
         f"c={c} {_ratio(tl[c]['output_throughput'], fl[c]['output_throughput'])}"
         for c in levels
         if c in tl and c in fl
     )
     failures = sum(m["num_errors"] + m["num_incomplete"] for m in tl.values())
+    shape = ""
+    if "shape" in tandem:
+        m = tandem["shape"]
+        shape = (
+            f"; {m['concurrency']} clients at once: {m['completed']} complete, "
+            f"{m['num_errors']} errors, {m['num_incomplete']} incomplete"
+        )
     return (
-        f"summary: tandem/runner {' '.join(parts)} (target >= {_TARGET_RATIO} at c=1,8: "
-        f"{'met' if met else 'missed'}); tandem/transformers {vs_tf or '-'}; "
-        f"tandem failed streams {failures}"
+        f"summary: tandem/runner {' '.join(parts) or '-'} (target >= {_TARGET_RATIO} at c=1,8: "
+        f"{verdict}); tandem/transformers {vs_tf or '-'}; "
+        f"tandem failed streams {failures}{shape}"
     )
 
 
