@@ -73,7 +73,11 @@ def build_app(front: FrontEnd, lifespan: Any = None) -> FastAPI:
         if dead:
             lost = [f"{role} {wid}: {why}" for (role, wid), why in dead.items()]
             return JSONResponse({"status": "degraded", "lost_workers": lost}, 503)
-        return JSONResponse({"status": "ok"})
+        workers = [
+            {"role": i.role, "id": i.worker_id, "node": i.node, "pid": i.pid}
+            for i in controller.infos
+        ]
+        return JSONResponse({"status": "ok", "workers": workers})
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

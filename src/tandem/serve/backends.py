@@ -164,6 +164,14 @@ class RayHandle(WorkerHandle):
         ray.kill(self.actor, no_restart=True)
 
 
+def _loopback_host(address: str) -> str | None:
+    """The host of a cluster address on this machine's loopback range (127.x): the front end
+    then joins as a node with that address (Ray would otherwise pick the machine's external
+    address); ``None`` lets Ray choose, as on any real cluster."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    return host if host.startswith("127.") else None
+
+
 def _local_device(device: str) -> str:
     if device != "auto":
         return device
@@ -219,7 +227,11 @@ class Backend:
         if not ray.is_initialized():
             env = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
             if opts.address:
-                ray.init(address=opts.address, runtime_env={"env_vars": env}, log_to_driver=True)
+                ray.init(
+                    address=opts.address,
+                    runtime_env={"env_vars": env},
+                    _node_ip_address=_loopback_host(opts.address),
+                )
             else:
                 ray.init(
                     num_cpus=opts.num_cpus or max(os.cpu_count() or 1, len(configs) + 1),

@@ -94,7 +94,7 @@ class Worker(ABC):
             context_tokens=identity.context_tokens,
             eos_token_ids=tuple(self.loaded.eos_token_ids),
             kv_bytes_per_token=2 * identity.num_layers * heads * head_dim * dtype_bytes,
-            node=socket.gethostname(),
+            node=_node_name(),
             pid=os.getpid(),
         )
 
@@ -211,6 +211,18 @@ class Worker(ABC):
     @abstractmethod
     def _make_stats(self) -> WorkerStats:
         """The stats after the step just done (``num_tasks_received`` is filled in later)."""
+
+
+def _node_name() -> str:
+    """The Ray node's address when in a Ray worker, else the host name."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.util.get_node_ip_address())
+    except ImportError:
+        pass
+    return socket.gethostname()
 
 
 def error_event(request_ids: Sequence[str], message: str) -> StepEvent:
