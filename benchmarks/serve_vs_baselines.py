@@ -2,8 +2,8 @@
 
 1. Each server is started on a free 127.0.0.1 port (torch pinned to one thread), polled on
    ``/health`` with a time limit, asked for its model name on ``/v1/models``, warmed up with a
-   few requests, then loaded with ``serve_load.run_load`` at each concurrency, and stopped (its
-   whole process group, SIGTERM then SIGKILL).
+   few requests, then loaded with ``tandem.bench.load.run_load`` at each concurrency, and
+   stopped (its whole process group, SIGTERM then SIGKILL).
 2. Tandem gets ``ignore_eos`` (every request makes exactly ``--max-tokens`` tokens);
    ``transformers serve`` rejects that field, so its outputs end at EOS and the table shows
    their real mean length.
@@ -36,8 +36,7 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import DEFAULT_PROMPT, format_line, run_load  # noqa: E402
+from tandem.bench.load import DEFAULT_PROMPT, format_line, run_load
 
 _TARGET_RATIO = 0.8
 _TARGET_LEVELS = (1, 8)

@@ -1,0 +1,1 @@
+"""Load generation against OpenAI-compatible endpoints (``load``: closed-loop streaming)."""
