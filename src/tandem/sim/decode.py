@@ -12,10 +12,12 @@ Life of a request on a decode instance:
    line, to be recomputed (an out-of-memory event).
 5. After its last token it leaves and frees its KV.
 
-Admission (step 2) is greedy by default, like vLLM: a request joins whenever its KV fits now,
-so a full batch keeps growing into an out-of-memory preemption. With ``predictive_admission``
-(ARES's predictions in the data plane) it also needs the *predicted* KV peak of the batch with
-it (every request growing until its predicted end, then freeing its memory) to fit.
+The rules of steps 2 and 4 (who may join, who is preempted) live in ``control.admission``,
+shared with the real decode worker; this module keeps the bookkeeping and asks them. Admission
+is greedy by default, like vLLM: a request joins whenever its KV fits now, so a full batch keeps
+growing into an out-of-memory preemption. With ``predictive_admission`` (ARES's predictions in
+the data plane) it also needs the *predicted* KV peak of the batch with it (every request
+growing until its predicted end, then freeing its memory) to fit.
 
 Speed: between batch changes the batch is fixed, and a step of ``B`` requests holding ``S``
 context tokens takes ``base(B) + slope(B) * S``, with ``S`` growing by ``B`` per step. The
@@ -32,14 +34,17 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from tandem.control.ares import projected_peak_kv
+from tandem.control.admission import (
+    can_admit,
+    fits_predicted,
+    next_step_overflows,
+    num_to_preempt,
+)
 from tandem.control.views import RunningRequestView, WaitingRequestView
 from tandem.perf.base import CostModel
 from tandem.sim.events import Clock, EventQueue, Priority
 from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
-
-_NO_HORIZON = 1 << 40  # projected peaks for admission look to each request's predicted end
 
 
 def _finish_step(request: SimRequest) -> int:
@@ -269,9 +274,15 @@ class DecodeInstance:
 
     def can_reserve(self, tokens: int) -> bool:
         """Whether ``tokens`` of KV can be promised now, leaving room for one more step."""
-        room = self.kv_capacity_tokens - self.kv_used_tokens - self.kv_reserved_tokens
-        busy = len(self._running) + self._num_in_transfer + len(self._joiners)
-        return busy < self.max_batch_size and tokens + len(self._running) + 1 <= room
+        return can_admit(
+            tokens,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            kv_used_tokens=self.kv_used_tokens,
+            kv_reserved_tokens=self.kv_reserved_tokens,
+            num_running=len(self._running),
+            num_joining=self._num_in_transfer + len(self._joiners),
+            max_batch_size=self.max_batch_size,
+        )
 
     def reserve(self, tokens: int, now_s: float, request: SimRequest | None = None) -> None:
         """Promise KV to an incoming migration of ``request``; re-plan at the next boundary."""
@@ -397,9 +408,26 @@ class DecodeInstance:
         heapq.heappush(self._finish_heap, (_finish_step(request), request.index))
 
     def _preempt_if_needed(self) -> None:
-        cap = self.kv_capacity_tokens - self.kv_reserved_tokens
-        while self._running and self._kv_tokens + len(self._running) > cap:
-            index = next(reversed(self._running))
+        running = self._running
+        if not next_step_overflows(
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            kv_used_tokens=self._kv_tokens,
+            kv_reserved_tokens=self.kv_reserved_tokens,
+            num_running=len(running),
+        ):
+            return
+        steps = self.steps
+        num_victims = num_to_preempt(
+            [
+                r.prompt_tokens + r.gen_at_join + steps - r.join_step
+                for r in reversed(running.values())
+            ],
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            kv_used_tokens=self._kv_tokens,
+            kv_reserved_tokens=self.kv_reserved_tokens,
+        )
+        for _ in range(num_victims):
+            index = next(reversed(running))
             victim = self._running.pop(index)
             self._unproject(index)
             victim.generated = victim.gen_at_join + self.steps - victim.join_step
@@ -412,11 +440,18 @@ class DecodeInstance:
             self._waiting_tokens += victim.need_tokens
 
     def _admit_waiting(self, now_s: float) -> None:
-        while self._waiting and (len(self._running) + self._num_in_transfer < self.max_batch_size):
+        while self._waiting:
             request = self._waiting[0]
-            room = self.kv_capacity_tokens - self._kv_tokens - self.kv_reserved_tokens
-            if request.need_tokens + len(self._running) + 1 > room:
-                break  # FCFS: the head waits for memory, nobody overtakes it
+            if not can_admit(
+                request.need_tokens,
+                kv_capacity_tokens=self.kv_capacity_tokens,
+                kv_used_tokens=self._kv_tokens,  # at a step boundary: the KV used now
+                kv_reserved_tokens=self.kv_reserved_tokens,
+                num_running=len(self._running),
+                num_joining=self._num_in_transfer + len(self._joiners),
+                max_batch_size=self.max_batch_size,
+            ):
+                break  # FCFS: the head waits for memory or a slot, nobody overtakes it
             if self._predictive_admission and not self._fits_predicted(request):
                 break
             self._waiting.popleft()
@@ -432,9 +467,9 @@ class DecodeInstance:
                 self._start_transfer(request, self, now_s)
 
     def _fits_predicted(self, request: SimRequest) -> bool:
-        """Predictive admission: admit only if the predicted KV peak of the batch with
-        ``request`` (everyone growing until their predicted end, then freeing its memory)
-        stays within capacity. An idle instance always admits, so nothing waits forever."""
+        """Predictive admission (``control.admission.fits_predicted``) for ``request``. Without
+        a prediction source, or on an idle instance (so nothing waits forever), it admits
+        without asking for predictions."""
         predictor = self.predictor
         if predictor is None or not predictor.enabled:
             return True
@@ -449,15 +484,20 @@ class DecodeInstance:
         generated += [r.generated for r in promised]
         everyone = [*running, *promised, request]
         remaining = predictor.remaining_many(everyone, [*generated, request.generated])
-        pairs = [
+        batch = [
             (float(r.prompt_tokens + g), rem)
             for r, g, rem in zip(everyone, generated, remaining, strict=False)
         ]
-        pairs.append((float(request.need_tokens), remaining[-1]))
         # Whatever else is reserved (a migration's copy margin) counts as constant KV.
-        other = self.kv_reserved_tokens - sum(p for _, p in pairs[len(running) : -1])
-        peak = projected_peak_kv(pairs, float(max(0, other)), _NO_HORIZON)
-        return peak <= self.kv_capacity_tokens
+        # NOTE: this subtracts the promised requests' predicted *remaining* tokens, not their
+        # KV (which ``batch`` already counts); kept as it was, so results stay the same.
+        other = self.kv_reserved_tokens - sum(p for _, p in batch[len(running) :])
+        return fits_predicted(
+            batch,
+            (float(request.need_tokens), remaining[-1]),
+            other_reserved_tokens=other,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+        )
 
     def _start_segment(self, now_s: float) -> None:
         batch = len(self._running)
