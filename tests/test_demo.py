@@ -7,14 +7,20 @@ from typer.testing import CliRunner
 from tandem.cli import app
 
 
-def test_demo_shows_stats_a_plan_and_the_rescheduling_comparison() -> None:
+def test_demo_shows_stats_a_plan_the_rescheduling_comparison_and_real_serving() -> None:
     # An 80-column terminal: every table fits, nothing is cut short with an ellipsis.
-    result = CliRunner().invoke(app, ["demo"], env={"COLUMNS": "80"})
+    # Quick mode of the real-serving part: in-process workers, a small burst.
+    args = ["demo", "--serve-backend", "local", "--serve-requests", "8"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert "Capacity plan: servegen-r1" in result.output
     assert "rescheduling policies" in result.output  # the title wraps at 80 columns
     for policy in ("round-robin", "least-kv", "llumnix", "ares"):
         assert f"┃ {policy} " in result.output or f" {policy} ┃" in result.output
     for metric in ("P99 TPOT ms", "preempted", "migrations"):
+        assert f"│ {metric} " in result.output
+    assert "8 of 8 requests complete, 0 failed" in result.output
+    assert "Served by tandem serve (local)" in result.output
+    for metric in ("TTFT ms", "TPOT ms", "output tokens/s"):
         assert f"│ {metric} " in result.output
     assert "…" not in result.output

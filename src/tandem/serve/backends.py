@@ -234,6 +234,7 @@ class Backend:
                 )
             else:
                 ray.init(
+                    address="local",  # a new cluster of our own, even if another one runs here
                     num_cpus=opts.num_cpus or max(os.cpu_count() or 1, len(configs) + 1),
                     object_store_memory=opts.object_store_bytes,
                     include_dashboard=False,
