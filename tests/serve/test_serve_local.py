@@ -274,3 +274,34 @@ def test_a_client_that_disconnects_cancels_its_request(local_server):
     assert not any(w.stats().num_running for w in decode)
     generated = sum(s.generation_tokens_total for s in controller.worker_stats()) - before
     assert generated < 500  # stopped early: the 500-token request did not run to its end
+
+
+def test_decode_views_show_each_running_request_to_the_policies(local_server):
+    url, thread = local_server
+    controller = thread.server.front.controller
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/completions",
+        timeout=60,
+        json={
+            "model": MODEL,
+            "prompt": PROMPT,
+            "max_tokens": 400,
+            "ignore_eos": True,
+            "stream": True,
+        },
+    ) as response:
+        lines = response.iter_lines()
+        for _ in range(20):
+            next(lines)
+        deadline = time.monotonic() + 10
+        rows = []
+        while not rows and time.monotonic() < deadline:
+            rows = [r for view in controller.decode_views() for r in view.running()]
+        assert len(rows) == 1
+        row = rows[0]
+        assert row.prompt_tokens == 5 and row.tokens_generated >= 1
+        assert row.kv_tokens == row.prompt_tokens + row.tokens_generated
+        views = controller.decode_views()
+        assert sum(v.num_running for v in views) == 1
+        assert sum(v.kv_used_tokens for v in views) >= row.kv_tokens - 1

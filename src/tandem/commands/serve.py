@@ -104,7 +104,10 @@ def serve_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(_serve(config))
+    from tandem.serve.server import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(_serve(config))
 
 
 def _check_policies(dispatch: str, placement: str) -> None:

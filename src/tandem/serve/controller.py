@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tandem.control.policies import make_dispatch, make_placement
@@ -81,6 +81,25 @@ class _Sent:
         return len(self.tokens), sum(self.tokens)
 
 
+class _Numbers(Mapping[str, int]):
+    """Request id -> the request's number, read live from the requests in flight."""
+
+    def __init__(self, requests: dict[str, _Request]) -> None:
+        self._requests = requests
+
+    def __getitem__(self, request_id: str) -> int:
+        return self._requests[request_id].number
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._requests
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._requests)
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+
 class Controller:
     """See the module docstring."""
 
@@ -108,6 +127,7 @@ class Controller:
         self._dead: dict[tuple[str, int], str] = {}
         self._sent: dict[tuple[str, int], _Sent] = {}
         self._requests: dict[str, _Request] = {}
+        self._numbers_view = _Numbers(self._requests)
         self._numbers = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -215,7 +235,11 @@ class Controller:
             key = (handle.role, handle.worker_id)
             stats = self._stats[key]
             count, tokens = self._sent[key].unseen(stats.num_tasks_received)
-            views.append(ServedDecodeView(stats, count, tokens, self.info.kv_bytes_per_token))
+            views.append(
+                ServedDecodeView(
+                    stats, count, tokens, self.info.kv_bytes_per_token, self._numbers_view
+                )
+            )
         return views
 
     def worker_stats(self) -> list[WorkerStats]:

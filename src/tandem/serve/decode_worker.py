@@ -48,6 +48,7 @@ class DecodeWorker(Worker):
         # Running requests in the order they joined (the last is the newest): id -> seq id.
         self._seq_by_request: OrderedDict[str, int] = OrderedDict()
         self._tokens_by_request: dict[str, int] = {}
+        self._prompt_by_request: dict[str, int] = {}
         self._num_preemptions = 0
         self._generated_total = 0
         self._transfer_bytes_total = 0
@@ -79,6 +80,7 @@ class DecodeWorker(Worker):
         self.runner.abort(seq_id)
         del self._request_by_seq[seq_id]
         del self._tokens_by_request[request_id]
+        del self._prompt_by_request[request_id]
         return True
 
     def _has_work(self) -> bool:
@@ -120,6 +122,7 @@ class DecodeWorker(Worker):
             else:
                 del self._request_by_seq[self._seq_by_request.pop(request_id)]
                 del self._tokens_by_request[request_id]
+                del self._prompt_by_request[request_id]
         self.runner.collect_finished()
         self._generated_total += len(request_ids)
         return [*events, StepEvent("decode", request_ids, out.token_ids, out.finish_reasons)]
@@ -136,6 +139,7 @@ class DecodeWorker(Worker):
             request_id, seq_id = self._seq_by_request.popitem(last=True)
             del self._request_by_seq[seq_id]
             tokens = self._tokens_by_request.pop(request_id)
+            del self._prompt_by_request[request_id]
             snapshot = self.runner.detach(seq_id)
             handoff = without_kv(to_handoff(request_id, snapshot, keep_kv=False))
             self._waiting.appendleft(_Waiting(request_id, tokens, handoff, recompute=True))
@@ -155,6 +159,7 @@ class DecodeWorker(Worker):
         self._request_by_seq[seq_id] = waiting.request_id
         self._seq_by_request[waiting.request_id] = seq_id
         self._tokens_by_request[waiting.request_id] = handoff.num_tokens
+        self._prompt_by_request[waiting.request_id] = len(handoff.prompt_token_ids)
 
     def _record_transfer(self, num_bytes: int, seconds: float) -> None:
         self._transfer_bytes_total += num_bytes
@@ -171,6 +176,7 @@ class DecodeWorker(Worker):
         self._request_by_seq.clear()
         self._seq_by_request.clear()
         self._tokens_by_request.clear()
+        self._prompt_by_request.clear()
         return failed
 
     def _make_stats(self) -> WorkerStats:
@@ -190,4 +196,13 @@ class DecodeWorker(Worker):
             kv_transfer_seconds_total=self._transfer_s_total,
             generation_tokens_total=self._generated_total,
             num_steps=self._num_steps,
+            running=tuple(
+                (r, p, self._tokens_by_request[r] - p) for r, p in self._prompt_by_request.items()
+            ),
+            waiting=tuple((w.request_id, w.kv_tokens, _generated(w)) for w in self._waiting),
         )
+
+
+def _generated(waiting: _Waiting) -> int:
+    """Tokens a waiting request has generated: 1 (prefill's) unless it was preempted."""
+    return len(waiting.handoff.output_token_ids) if waiting.recompute else 1

@@ -149,6 +149,10 @@ class WorkerStats:
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     num_steps: int = 0
+    #: Decode only, per request: (request id, prompt tokens, tokens generated) of the running
+    #: batch in join order, and (request id, KV tokens needed, tokens generated) of the queue.
+    running: tuple[tuple[str, int, int], ...] = ()
+    waiting: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

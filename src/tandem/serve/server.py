@@ -201,6 +201,16 @@ class TandemServer:
             self._socket.close()
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (markedly less overhead per streamed event),
+    else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def _default_name(model: str) -> str:
     from tandem.engine.loader import DEFAULT_MODEL_NAMES, resolve_model_path
 
@@ -215,7 +225,7 @@ class ServerThread:
 
     def __init__(self, config: ServeConfig) -> None:
         self.server = TandemServer(config)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self, ready_timeout_s: float = 600.0) -> str:

@@ -8,7 +8,7 @@ pile onto one worker. Times are measured: ``step_time_s`` is the worker's recent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tandem.control.views import RunningRequestView, WaitingRequestView
@@ -44,6 +44,8 @@ class ServedDecodeView:
     unseen_requests: int
     unseen_tokens: int
     kv_bytes_per_token: int
+    #: The Controller's request numbers (``NewRequestView.request_id``) by request id.
+    number_by_id: Mapping[str, int]
 
     @property
     def instance_id(self) -> int:
@@ -78,10 +80,20 @@ class ServedDecodeView:
         return self.stats.num_preemptions
 
     def running(self) -> Sequence[RunningRequestView]:
-        return ()  # per-request rows arrive with live rescheduling (issue 15)
+        numbers = self.number_by_id
+        return [
+            RunningRequestView(numbers[r], prompt, generated, prompt + generated)
+            for r, prompt, generated in self.stats.running
+            if r in numbers
+        ]
 
     def waiting(self) -> Sequence[WaitingRequestView]:
-        return ()
+        numbers = self.number_by_id
+        return [
+            WaitingRequestView(numbers[r], kv, generated)
+            for r, kv, generated in self.stats.waiting
+            if r in numbers
+        ]
 
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
         return None  # no prediction source in serving yet
