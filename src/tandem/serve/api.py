@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from tandem.engine.sampling import SamplingParams
 from tandem.serve import protocol as p
 from tandem.serve.controller import Chunk, Controller
+from tandem.serve.detokenize import IncrementalDetokenizer
 from tandem.serve.metrics import CONTENT_TYPE
 
 log = logging.getLogger("tandem.serve")
@@ -275,7 +276,8 @@ class _Stream:
         self.num_prompt_tokens = num_prompt_tokens
         self.queue = queue
         self.created = int(time.time())
-        self.token_ids: list[int] = []
+        self.detokenizer = IncrementalDetokenizer(front.tokenizer)
+        self.token_ids = self.detokenizer.token_ids
         self.stop = p.StopChecker(request.stop)
         self.done = False
         self.finish_reason: p.FinishReason | None = None
@@ -286,8 +288,9 @@ class _Stream:
         chunks = [await self.queue.get()]
         while not self.queue.empty():
             chunks.append(self.queue.get_nowait())
+        new_ids: list[int] = []
         for chunk in chunks:
-            self.token_ids.extend(chunk.token_ids)
+            new_ids.extend(chunk.token_ids)
             if chunk.error is not None:
                 self.error = chunk.error
             if chunk.finish_reason is not None:
@@ -295,12 +298,10 @@ class _Stream:
                 self.finish_reason = _FINISH.get(chunk.finish_reason)
                 if self.finish_reason is None and self.error is None:
                     self.error = f"request ended: {chunk.finish_reason}"
-        tokenizer = self.front.tokenizer
-        if tokenizer is None:
-            text = ""
-        else:
-            text = tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        delta, stopped = self.stop.feed(text)
+        self.detokenizer.add(new_ids)
+        if self.done:
+            self.detokenizer.finish()
+        delta, stopped = self.stop.feed(self.detokenizer.text)
         if stopped and not self.done:
             self.done = True
             self.finish_reason = "stop"

@@ -225,7 +225,13 @@ class Backend:
         opts = self.ray_options
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if not ray.is_initialized():
-            env = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+            # Ray starts workers at niceness 15; a serving worker is the latency-critical
+            # process of the machine, not background work.
+            env = {
+                "OMP_NUM_THREADS": "1",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_worker_niceness": "0",
+            }
             if opts.address:
                 ray.init(
                     address=opts.address,
