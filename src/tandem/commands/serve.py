@@ -60,6 +60,12 @@ def serve_command(
         16384, help="KV capacity of each decode worker, in tokens."
     ),
     max_batch: int = typer.Option(64, help="Most requests in a decode worker's batch."),
+    stream_interval_ms: float = typer.Option(
+        10.0,
+        help="A decode worker reports its tokens at most this often (several steps per report "
+        "when steps are shorter); 0 reports every step. Trades streaming granularity for "
+        "throughput.",
+    ),
     chat_template: Path = typer.Option(
         None, help="Jinja chat template file, for models without one."
     ),
@@ -94,6 +100,7 @@ def serve_command(
         decode_resources=_resources(decode_resources, "--decode-resources"),
         decode_kv_tokens=decode_kv_tokens,
         max_batch=max_batch,
+        stream_interval_s=stream_interval_ms / 1000.0,
         chat_template=template,
         device=device,
         seed=seed,

@@ -71,9 +71,9 @@ class WorkerHandle(ABC):
         """Cancel requests wherever they are in the worker (returns at once)."""
 
     @abstractmethod
-    async def poll(self, timeout_s: float) -> WorkerUpdate:
-        """Events since the last poll, waiting up to ``timeout_s`` for one; raises if the
-        worker is gone."""
+    async def poll(self, timeout_s: float, linger_s: float = 0.0) -> WorkerUpdate:
+        """Events since the last poll, waiting up to ``timeout_s`` for one and answering no
+        sooner than ``linger_s`` after the previous answer; raises if the worker is gone."""
 
     @abstractmethod
     async def stop(self) -> None:
@@ -97,9 +97,9 @@ class LocalHandle(WorkerHandle):
     def abort(self, request_ids: Sequence[str]) -> None:
         self.worker.abort(request_ids)
 
-    async def poll(self, timeout_s: float) -> WorkerUpdate:
+    async def poll(self, timeout_s: float, linger_s: float = 0.0) -> WorkerUpdate:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.worker.poll, timeout_s)
+        return await loop.run_in_executor(self._pool, self.worker.poll, timeout_s, linger_s)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.worker.stop)
@@ -122,8 +122,8 @@ class RayWorkerActor:
     def abort(self, request_ids: Sequence[str]) -> None:
         self.worker.abort(request_ids)
 
-    def poll(self, timeout_s: float) -> WorkerUpdate:
-        return self.worker.poll(timeout_s)
+    def poll(self, timeout_s: float, linger_s: float = 0.0) -> WorkerUpdate:
+        return self.worker.poll(timeout_s, linger_s)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -151,9 +151,10 @@ class RayHandle(WorkerHandle):
     def abort(self, request_ids: Sequence[str]) -> None:
         self.actor.abort.remote(list(request_ids))
 
-    async def poll(self, timeout_s: float) -> WorkerUpdate:
-        ref = self.actor.poll.remote(timeout_s)
-        result: WorkerUpdate = await asyncio.wait_for(_awaitable(ref), timeout_s + _CALL_GRACE_S)
+    async def poll(self, timeout_s: float, linger_s: float = 0.0) -> WorkerUpdate:
+        ref = self.actor.poll.remote(timeout_s, linger_s)
+        limit_s = timeout_s + linger_s + _CALL_GRACE_S
+        result: WorkerUpdate = await asyncio.wait_for(_awaitable(ref), limit_s)
         return result
 
     async def stop(self) -> None:

@@ -31,6 +31,7 @@ from tandem.engine.sampling import SamplingParams
 from tandem.errors import ConfigError
 from tandem.serve.backends import WorkerHandle
 from tandem.serve.messages import (
+    ROLE_DECODE,
     DecodeTask,
     PrefillTask,
     StepEvent,
@@ -111,6 +112,7 @@ class Controller:
         dispatch: str = "least-queued-tokens",
         placement: str = "least-kv",
         metrics: ServeMetrics | None = None,
+        stream_interval_s: float = 0.0,
     ) -> None:
         if not prefill or not decode:
             raise ConfigError("serving needs at least one prefill and one decode worker")
@@ -119,6 +121,8 @@ class Controller:
         self.dispatch = make_dispatch(dispatch)
         self.placement = make_placement(placement)
         self.metrics = metrics
+        #: Decode workers answer polls at most this often (several steps per answer).
+        self.stream_interval_s = stream_interval_s
         self.info: WorkerInfo | None = None
         self.infos: list[WorkerInfo] = []
         self.ready = False
@@ -266,9 +270,11 @@ class Controller:
 
     async def _poll_loop(self, handle: WorkerHandle) -> None:
         key = (handle.role, handle.worker_id)
+        # Prefill answers at once (TTFT); decode batches steps per answer (throughput).
+        linger_s = self.stream_interval_s if handle.role == ROLE_DECODE else 0.0
         while not self._stopping:
             try:
-                update = await handle.poll(POLL_TIMEOUT_S)
+                update = await handle.poll(POLL_TIMEOUT_S, linger_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

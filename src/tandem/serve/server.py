@@ -47,6 +47,8 @@ class ServeConfig:
     max_batch: int = 64
     max_prefill_batch: int = 16
     max_prefill_tokens: int = 4096
+    #: Decode workers report at most every this many seconds (0: every step).
+    stream_interval_s: float = 0.01
     chat_template: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -56,6 +58,8 @@ class ServeConfig:
         for name in ("num_prefill", "num_decode", "max_batch", "max_prefill_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1")
+        if not 0.0 <= self.stream_interval_s <= 1.0:
+            raise ConfigError("stream-interval-ms must be in 0..1000")
         if self.decode_kv_tokens < 2:
             raise ConfigError("decode-kv-tokens must be >= 2")
         if not 0 <= self.port <= 65535:
@@ -146,7 +150,11 @@ class TandemServer:
         prefill = [h for h in handles if h.role == ROLE_PREFILL]
         decode = [h for h in handles if h.role == ROLE_DECODE]
         controller = Controller(
-            prefill, decode, dispatch=config.dispatch, placement=config.placement
+            prefill,
+            decode,
+            dispatch=config.dispatch,
+            placement=config.placement,
+            stream_interval_s=config.stream_interval_s,
         )
         name = config.served_model_name or _default_name(config.model)
         self.front = FrontEnd(

@@ -51,6 +51,7 @@ class Worker(ABC):
         self._stats = WorkerStats(worker_id=config.worker_id, role=config.role)
         self._step_ema_s = 0.0
         self._num_steps = 0
+        self._last_poll_s = 0.0
         self.runner: Any = None
         self.loaded: Any = None
 
@@ -109,11 +110,21 @@ class Worker(ABC):
             self._aborts.extend(request_ids)
             self._cond.notify_all()
 
-    def poll(self, timeout_s: float) -> WorkerUpdate:
-        """Events since the last poll (waiting up to ``timeout_s`` for one) and the stats."""
+    def poll(self, timeout_s: float, linger_s: float = 0.0) -> WorkerUpdate:
+        """Events since the last poll (waiting up to ``timeout_s`` for one) and the stats.
+
+        ``linger_s``: answer no sooner than this after the previous answer, so that one answer
+        carries several steps. Each answer costs the worker a call's worth of its time (with
+        Ray, 1.5-2 ms of a 5 ms step when polled every step), so batching steps per answer
+        buys throughput for a little streaming latency.
+        """
         with self._cond:
             self._cond.wait_for(lambda: bool(self._events) or self._stopped, timeout=timeout_s)
+            wait_s = linger_s - (time.perf_counter() - self._last_poll_s)
+            if self._events and wait_s > 0:
+                self._cond.wait_for(lambda: self._stopped, timeout=wait_s)
             events, self._events = self._events, []
+            self._last_poll_s = time.perf_counter()
             return WorkerUpdate(tuple(events), self._stats)
 
     def stats(self) -> WorkerStats:
