@@ -12,7 +12,17 @@ import typer
 from rich.console import Console
 
 from tandem import __version__
-from tandem.commands import demo, experiment, plan, predict, profile, serve, simulate, trace
+from tandem.commands import (
+    bench,
+    demo,
+    experiment,
+    plan,
+    predict,
+    profile,
+    serve,
+    simulate,
+    trace,
+)
 from tandem.errors import TandemError
 
 app = typer.Typer(
@@ -26,6 +36,7 @@ app.add_typer(trace.app, name="trace")
 app.add_typer(profile.app, name="profile")
 app.add_typer(predict.app, name="predict")
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate_command)
 app.command("plan")(plan.plan_command)

@@ -38,7 +38,7 @@ _MAX_ERROR_SAMPLES = 5
 
 
 @dataclass
-class _Stream:
+class StreamRecord:
     """What one request's stream showed; ``error`` set means it failed outright."""
 
     arrival_s: float
@@ -75,7 +75,7 @@ def completions_url(base_url: str) -> str:
 
 def build_payload(
     model: str,
-    prompt: str,
+    prompt: str | list[int],
     max_tokens: int,
     *,
     ignore_eos: bool,
@@ -95,7 +95,7 @@ def build_payload(
     return payload
 
 
-def _read_event(stream: _Stream, data: str, now_s: float) -> bool:
+def _read_event(stream: StreamRecord, data: str, now_s: float) -> bool:
     """Apply one ``data:`` payload; return False when the stream is over."""
     if data == "[DONE]":
         stream.saw_done = True
@@ -114,10 +114,10 @@ def _read_event(stream: _Stream, data: str, now_s: float) -> bool:
     return True
 
 
-async def _one_request(
+async def send_one(
     client: httpx.AsyncClient, url: str, payload: dict[str, Any], timeout_s: float
-) -> _Stream:
-    stream = _Stream(arrival_s=time.perf_counter())
+) -> StreamRecord:
+    stream = StreamRecord(arrival_s=time.perf_counter())
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", url, json=payload) as response:
@@ -166,14 +166,14 @@ async def run_load(
     payload = build_payload(
         model, prompt, max_tokens, ignore_eos=ignore_eos, temperature=temperature
     )
-    streams: list[_Stream] = []
+    streams: list[StreamRecord] = []
     next_index = 0
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         nonlocal next_index
         while next_index < num_requests:  # closed loop: next request when the last ends
             next_index += 1
-            streams.append(await _one_request(client, url, payload, timeout_s))
+            streams.append(await send_one(client, url, payload, timeout_s))
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
@@ -182,13 +182,13 @@ async def run_load(
         clients = min(concurrency, num_requests)
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
     duration_s = time.perf_counter() - start_s
-    out = _summarize(streams, concurrency, duration_s)
+    out = summarize(streams, concurrency, duration_s)
     # On a small shared box the client competes with the server for CPU: say how much it took.
     out["client_cpu_s"] = time.process_time() - start_cpu_s
     return out
 
 
-def _summarize(streams: list[_Stream], concurrency: int, duration_s: float) -> dict[str, Any]:
+def summarize(streams: list[StreamRecord], concurrency: int, duration_s: float) -> dict[str, Any]:
     errors = [s for s in streams if s.error is not None]
     incomplete = [s for s in streams if s.error is None and not s.complete]
     good = [s for s in streams if s.error is None and s.complete]
