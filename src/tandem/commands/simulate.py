@@ -120,7 +120,15 @@ def simulate_command(
         "--prediction",
         help="Remaining-length predictions: none, oracle, noise:SIGMA, error-model[:PATH].",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the prediction noise."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the run's random draws (prediction noise, --prefill-cv)."
+    ),
+    prefill_cv: float = typer.Option(
+        0.0,
+        "--prefill-cv",
+        help="Coefficient of variation of prefill iteration times around the cost model "
+        "(gamma, mean kept; 0 = deterministic).",
+    ),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the arrival rate."),
     num_requests: int | None = typer.Option(
         None, "--num-requests", help="Use only the first N requests."
@@ -159,6 +167,7 @@ def simulate_command(
         record_timeline=timeline is not None,
         prediction=prediction,
         seed=seed,
+        prefill_cv=prefill_cv,
     )
     w = prepare_workload(workload, rate_scale, num_requests, skip_bad)
     result = run_simulation(w, config, as_json)

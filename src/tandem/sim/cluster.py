@@ -12,7 +12,9 @@ Life of a request (P/D disaggregated), as simulated:
    queue behind each other).
 4. TTFT ends when the KV has arrived: the first token reaches the client then. TTFT therefore
    counts prefill queueing, prefill, waiting for decode memory and the KV transfer, and not the
-   first decode step (which produces token 2). A one-token request ends at its prefill.
+   first decode step (which produces token 2). A one-token request ends at its prefill. The
+   profile's ``request_overhead_s`` (latency outside the instances) is added by ``SimResult``
+   to every client-visible time, so TTFT and E2E include it and TPOT does not change.
 5. It decodes in the continuous batch (see ``decode``), possibly preempted and recomputed.
 6. It finishes after its last token; metrics are computed from the per-request timestamps.
 
@@ -45,6 +47,7 @@ from tandem.sim.prediction import PredictionSource, check_prediction_spec
 from tandem.sim.prefill import PrefillInstance
 from tandem.sim.request import SimRequest
 from tandem.sim.result import SimResult
+from tandem.sim.variability import ServiceTimeNoise, check_cv
 from tandem.workload.request import Workload
 
 ADMISSIONS = ("greedy", "predictive")
@@ -68,10 +71,20 @@ class ClusterConfig:
     #: Prediction source for remaining lengths (see ``tandem.sim.prediction``).
     prediction: str = "none"
     prediction_refresh_tokens: int = 20
+    #: Seeds the run's RNGs (prediction noise, prefill service-time variability).
     seed: int = 0
     #: Decode admission: ``greedy`` (join when the KV fits now) or ``predictive`` (also when
     #: the predicted peak fits; needs a prediction source).
     admission: str = "greedy"
+    #: Coefficient of variation of prefill iteration times around the cost model (gamma
+    #: distributed, mean preserved; see ``tandem.sim.variability``). 0: deterministic.
+    prefill_cv: float = 0.0
+
+    @property
+    def request_overhead_s(self) -> float:
+        """Latency outside the instances that every request's TTFT includes: the prefill
+        profile's ``request_overhead_s`` (0 unless the profile measured it)."""
+        return self.prefill_cost.request_overhead_s()
 
     def __post_init__(self) -> None:
         if self.num_prefill < 1 or self.num_decode < 1:
@@ -86,6 +99,7 @@ class ClusterConfig:
         if self.prediction_refresh_tokens < 1:
             raise ConfigError("prediction refresh must be >= 1 token")
         check_prediction_spec(self.prediction)
+        check_cv(self.prefill_cv)
         if self.admission not in ADMISSIONS:
             raise ConfigError(
                 f"unknown admission '{self.admission}'; known: {', '.join(ADMISSIONS)}"
@@ -115,8 +129,9 @@ class Simulator:
         self.dispatch = make_dispatch(config.dispatch)
         self.placement = placement or make_placement(config.placement)
         self.rescheduler = rescheduler or make_rescheduler(config.rescheduler)
+        noise = ServiceTimeNoise(config.prefill_cv, config.seed) if config.prefill_cv > 0 else None
         self.prefill = [
-            PrefillInstance(i, config.prefill_cost, config.prefill_token_budget)
+            PrefillInstance(i, config.prefill_cost, config.prefill_token_budget, noise)
             for i in range(config.num_prefill)
         ]
         self.decode = [

@@ -1,7 +1,9 @@
 """Prefill instances: an FCFS queue, prefilled in batches up to a token budget.
 
 A batch takes requests in arrival order while their prompts fit the budget; a prompt longer
-than the budget is prefilled alone. Prefill produces a request's first output token.
+than the budget is prefilled alone. Prefill produces a request's first output token. A batch
+takes the cost model's time, times a random factor when service-time variability is on
+(``tandem.sim.variability``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections import deque
 
 from tandem.perf.base import CostModel
 from tandem.sim.request import SimRequest
+from tandem.sim.variability import ServiceTimeNoise
 
 
 class PrefillInstance:
@@ -24,12 +27,21 @@ class PrefillInstance:
         "queued_tokens",
         "num_queued",
         "busy_s",
+        "noise",
     )
 
-    def __init__(self, instance_id: int, cost: CostModel, token_budget: int) -> None:
+    def __init__(
+        self,
+        instance_id: int,
+        cost: CostModel,
+        token_budget: int,
+        noise: ServiceTimeNoise | None = None,
+    ) -> None:
+        """``noise``, when given, scales every batch's time (shared by a run's instances)."""
         self.instance_id = instance_id
         self.cost = cost
         self.token_budget = token_budget
+        self.noise = noise
         self.queue: deque[SimRequest] = deque()
         self.busy = False
         self.queued_tokens = 0
@@ -51,6 +63,8 @@ class PrefillInstance:
             batch.append(request)
         self.busy = True
         duration = self.cost.prefill_time_s([r.prompt_tokens for r in batch])
+        if self.noise is not None:
+            duration *= self.noise.multiplier()
         self.busy_s += duration
         return batch, duration
 

@@ -1,4 +1,12 @@
-"""What a simulation run produced: per-request timestamps, per-instance counters, metrics."""
+"""What a simulation run produced: per-request timestamps, per-instance counters, metrics.
+
+Timestamps are on the simulator's clock. The client sees every token ``request_overhead_s``
+later (the profile's latency outside the instances: tokenisation, scheduling, network), so
+every client-visible figure (``ttft_s``, ``metrics()``: TTFT, E2E, attainment, goodput)
+includes it, while TPOT and ITL, differences of two client-visible times, do not change. This
+is the one place the overhead is added; ``simulate``, the goodput search, the experiments and
+``plan --verify`` all read these figures.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +47,8 @@ class SimResult:
     decode_timelines: tuple[tuple[tuple[float, int, int], ...], ...] | None
     num_migrations: np.ndarray
     migration: MigrationStats
+    #: Added to every client-visible time (see the module doc); 0 for most profiles.
+    request_overhead_s: float = 0.0
 
     @classmethod
     def from_run(
@@ -80,25 +90,44 @@ class SimResult:
             decode_timelines=timelines,
             num_migrations=np.fromiter((r.num_migrations for r in requests), np.int64, n),
             migration=migration,
+            request_overhead_s=config.request_overhead_s,
         )
 
     @property
     def completed(self) -> np.ndarray:
         return ~self.rejected & ~np.isnan(self.finish_s)
 
+    @property
+    def ttft_s(self) -> np.ndarray:
+        """Per-request TTFT as the client sees it, request overhead included (NaN if none)."""
+        return self.first_token_s - self.arrival_s + self.request_overhead_s
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        """Per-request TPOT (0 for a one-token request, as vLLM counts it for goodput)."""
+        tpot = np.zeros(self.arrival_s.size)
+        multi = self.output_tokens > 1
+        tpot[multi] = (self.finish_s[multi] - self.first_token_s[multi]) / (
+            self.output_tokens[multi] - 1
+        )
+        return tpot
+
     def metrics(self, slo: SLO | None = None) -> dict[str, Any]:
         """vLLM-style metrics plus ``num_completed``, ``num_preempted``, ``num_rejected`` and
-        ``slo_attainment`` (rejected requests count as misses)."""
+        ``slo_attainment`` (rejected requests count as misses). Client-visible times include
+        ``request_overhead_s``, reported as ``request_overhead_ms``."""
         done = self.completed
+        overhead = self.request_overhead_s
         out = compute_metrics_arrays(
             arrival_s=self.arrival_s[done],
-            first_token_s=self.first_token_s[done],
-            finish_s=self.finish_s[done],
+            first_token_s=self.first_token_s[done] + overhead,
+            finish_s=self.finish_s[done] + overhead,
             prompt_tokens=self.prompt_tokens[done],
             output_tokens=self.output_tokens[done],
             slo=slo,
             num_failed=int(self.rejected.sum()),
         )
+        out["request_overhead_ms"] = overhead * 1000.0
         out["num_requests"] = int(self.arrival_s.size)
         out["num_completed"] = int(done.sum())
         out["num_preempted"] = int(self.num_preemptions.sum())
