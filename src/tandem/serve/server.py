@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.errors import ConfigError
-from tandem.serve.backends import Backend, RayOptions
+from tandem.serve.backends import BACKENDS, Backend, RayOptions
 from tandem.serve.messages import ROLE_DECODE, ROLE_PREFILL, WorkerConfig
 
 log = logging.getLogger("tandem.serve")
@@ -55,15 +55,23 @@ class ServeConfig:
     load_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("num_prefill", "num_decode", "max_batch", "max_prefill_batch"):
+        flags = {
+            "num_prefill": "--prefill",
+            "num_decode": "--decode",
+            "max_batch": "--max-batch",
+            "max_prefill_batch": "max_prefill_batch",
+        }
+        for name, flag in flags.items():
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1")
+                raise ConfigError(f"{flag} must be >= 1, got {getattr(self, name)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{self.backend}'; known: {', '.join(BACKENDS)}")
         if not 0.0 <= self.stream_interval_s <= 1.0:
-            raise ConfigError("stream-interval-ms must be in 0..1000")
+            raise ConfigError("--stream-interval-ms must be in 0..1000")
         if self.decode_kv_tokens < 2:
-            raise ConfigError("decode-kv-tokens must be >= 2")
+            raise ConfigError(f"--decode-kv-tokens must be >= 2, got {self.decode_kv_tokens}")
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be in 0..65535, got {self.port}")
+            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
 
     def worker_configs(self) -> list[WorkerConfig]:
         prefill = [
