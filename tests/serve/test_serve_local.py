@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -29,6 +31,20 @@ def stream_events(url: str, path: str = "/v1/completions", **body) -> list[dict 
                 data = line.removeprefix("data: ")
                 events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+@contextmanager
+def long_stream(url: str, max_tokens: int) -> Iterator[Iterator[str]]:
+    """The lines of a streaming request forced to ``max_tokens`` tokens (closed on exit)."""
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        yield response.iter_lines()
 
 
 def runner_greedy(stories, prompt: str, max_tokens: int, **params) -> str:
@@ -249,19 +265,7 @@ def test_a_client_that_disconnects_cancels_its_request(local_server):
     url, thread = local_server
     controller = thread.server.front.controller
     before = sum(s.generation_tokens_total for s in controller.worker_stats())
-    with httpx.stream(
-        "POST",
-        f"{url}/v1/completions",
-        timeout=60,
-        json={
-            "model": MODEL,
-            "prompt": PROMPT,
-            "max_tokens": 500,
-            "ignore_eos": True,
-            "stream": True,
-        },
-    ) as response:
-        lines = response.iter_lines()
+    with long_stream(url, 500) as lines:
         for _ in range(3):
             next(lines)
     deadline = time.monotonic() + 30
@@ -279,19 +283,7 @@ def test_a_client_that_disconnects_cancels_its_request(local_server):
 def test_decode_views_show_each_running_request_to_the_policies(local_server):
     url, thread = local_server
     controller = thread.server.front.controller
-    with httpx.stream(
-        "POST",
-        f"{url}/v1/completions",
-        timeout=60,
-        json={
-            "model": MODEL,
-            "prompt": PROMPT,
-            "max_tokens": 400,
-            "ignore_eos": True,
-            "stream": True,
-        },
-    ) as response:
-        lines = response.iter_lines()
+    with long_stream(url, 400) as lines:
         for _ in range(20):
             next(lines)
         deadline = time.monotonic() + 10
