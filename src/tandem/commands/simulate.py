@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, parse_slo
 from tandem.sim import ClusterConfig, SimResult, simulate
 from tandem.sim.goodput import find_max_rate_scale
+from tandem.sim.presets import with_policy
 from tandem.workload import Workload, load_workload
 from tandem.workload.transforms import limit, scale_rate
 
@@ -55,6 +57,52 @@ def prepare_workload(
     if rate_scale != 1.0:
         w = scale_rate(w, rate_scale)
     return w
+
+
+#: The ``ClusterConfig`` fields a decode policy preset sets (``tandem.sim.presets``).
+COMPONENTS = ("placement", "rescheduler", "prediction", "admission")
+
+
+def decode_policy(
+    config: ClusterConfig,
+    policy: str | None,
+    *,
+    placement: str | None = None,
+    rescheduler: str | None = None,
+    prediction: str | None = None,
+    admission: str | None = None,
+) -> ClusterConfig:
+    """``config`` with the preset ``policy`` (the one meaning of a policy name, shared with the
+    demo and the experiment), then every component given explicitly (not ``None``)."""
+    if policy is not None:
+        config = with_policy(config, policy)
+    config = replace(
+        config,
+        placement=placement or config.placement,
+        rescheduler=rescheduler or config.rescheduler,
+        prediction=prediction or config.prediction,
+        admission=admission or config.admission,
+    )
+    ares_part = "ares" in (config.placement, config.rescheduler)
+    if policy is None and ares_part and config.prediction == "none":
+        typer.echo(
+            "note: ares components without predictions are not ARES (they fall back to "
+            "tokens generated so far); --policy ares runs ARES as the demo and the "
+            "experiment do",
+            err=True,
+        )
+    return config
+
+
+def describe(config: ClusterConfig, policy: str | None) -> str:
+    """The decode policy in a few words: the preset's name, or the components that differ
+    from the defaults."""
+    if policy is not None and config == with_policy(config, policy):
+        return f"policy {policy}"
+    parts = [config.placement]
+    defaults = {"rescheduler": "none", "prediction": "none", "admission": "greedy"}
+    parts += [f"{k} {getattr(config, k)}" for k, v in defaults.items() if getattr(config, k) != v]
+    return ", ".join(parts)
 
 
 def _progress_runner(as_json: bool):  # noqa: ANN202
@@ -111,14 +159,34 @@ def simulate_command(
     dispatch: str = typer.Option(
         "least-queued-tokens", "--dispatch", help="Prefill dispatch policy."
     ),
-    placement: str = typer.Option("round-robin", "--placement", help="Decode placement policy."),
-    rescheduler: str = typer.Option(
-        "none", "--rescheduler", help="Decode rescheduler: none, llumnix, ares."
+    policy: str | None = typer.Option(
+        None,
+        "--policy",
+        help="Decode policy preset, as in the demo and the experiment: round-robin, least-kv, "
+        "llumnix, ares (ares placement + rescheduler, error-model predictions, predictive "
+        "admission), ares-oracle. The component options below override its parts.",
     ),
-    prediction: str = typer.Option(
-        "none",
+    placement: str | None = typer.Option(
+        None,
+        "--placement",
+        help="Decode placement component: round-robin (default), least-kv, least-requests, ares.",
+    ),
+    rescheduler: str | None = typer.Option(
+        None,
+        "--rescheduler",
+        help="Decode rescheduler component: none (default), llumnix, ares. "
+        "'ares' here is the rescheduler alone; --policy ares is the whole ARES.",
+    ),
+    prediction: str | None = typer.Option(
+        None,
         "--prediction",
-        help="Remaining-length predictions: none, oracle, noise:SIGMA, error-model[:PATH].",
+        help="Remaining-length predictions: none (default), oracle, noise:SIGMA, "
+        "error-model[:PATH].",
+    ),
+    admission: str | None = typer.Option(
+        None,
+        "--admission",
+        help="Decode admission: greedy (default, as vLLM) or predictive (needs predictions).",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Seed of the run's random draws (prediction noise, --prefill-cv)."
@@ -161,13 +229,18 @@ def simulate_command(
         max_batch_size=max_batch,
         prefill_token_budget=prefill_budget,
         dispatch=dispatch,
-        placement=placement,
-        rescheduler=rescheduler,
         exact=exact,
         record_timeline=timeline is not None,
-        prediction=prediction,
         seed=seed,
         prefill_cv=prefill_cv,
+    )
+    config = decode_policy(
+        config,
+        policy,
+        placement=placement,
+        rescheduler=rescheduler,
+        prediction=prediction,
+        admission=admission,
     )
     w = prepare_workload(workload, rate_scale, num_requests, skip_bad)
     result = run_simulation(w, config, as_json)
@@ -175,6 +248,7 @@ def simulate_command(
     metrics.update(
         {"workload": w.name, "profile": profile, "num_prefill": prefill, "num_decode": decode}
     )
+    metrics.update(policy=policy, **{k: getattr(config, k) for k in COMPONENTS})
     if find_goodput:
         metrics.update(goodput_search(w, config, slo))
     if timeline is not None:
@@ -186,6 +260,6 @@ def simulate_command(
         return
     shown = {k: metrics[k] for k in SHOWN if metrics.get(k) is not None}
     shown.update({k: v for k, v in metrics.items() if k.startswith("goodput_")})
-    print_mapping(f"{w.name} on {prefill}P{decode}D ({profile}, {placement})", shown)
+    print_mapping(f"{w.name} on {prefill}P{decode}D ({profile}, {describe(config, policy)})", shown)
     if timeline is not None:
         typer.echo(f"timeline written to {timeline}")

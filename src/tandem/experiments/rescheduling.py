@@ -16,9 +16,10 @@ Every load replays the same number of seconds of arrivals (``window_s``): the tr
 high load or a large cluster does not squeeze the run into a few seconds of arrivals, which would
 end before memory fills and hide what placement does.
 
-Policies: ``round-robin`` (static), ``least-kv`` (current KV balancing), ``llumnix`` (least-kv
-placement + Llumnix-style migration by current headroom), ``ares`` (predictions in the data plane
-from the measured error model: predictive admission, predictive placement and migration),
+Policies (``tandem.sim.presets``, the same names as ``tandem simulate --policy``):
+``round-robin`` (static), ``least-kv`` (current KV balancing), ``llumnix`` (least-kv placement +
+Llumnix-style migration by current headroom), ``ares`` (predictions in the data plane from the
+measured error model: predictive admission, predictive placement and migration),
 ``ares-oracle`` (same with true lengths: the upper bound). Baselines admit greedily (vLLM).
 """
 
@@ -32,6 +33,7 @@ from tandem.metrics.serving import SLO
 from tandem.perf.base import CostModel
 from tandem.sim import ClusterConfig, SimResult, simulate
 from tandem.sim.goodput import find_max_rate_scale
+from tandem.sim.presets import POLICY_PRESETS, with_policy
 from tandem.workload import Workload
 from tandem.workload.transforms import scale_rate, span
 
@@ -40,14 +42,8 @@ from tandem.workload.transforms import scale_rate, span
 #: and overloaded runs are the slowest to simulate.
 _GROWTH = 1.25
 
-#: name -> (placement, rescheduler, prediction source, decode admission)
-POLICIES: dict[str, tuple[str, str, str, str]] = {
-    "round-robin": ("round-robin", "none", "none", "greedy"),
-    "least-kv": ("least-kv", "none", "none", "greedy"),
-    "llumnix": ("least-kv", "llumnix", "none", "greedy"),
-    "ares": ("ares", "ares", "error-model", "predictive"),
-    "ares-oracle": ("ares", "ares", "oracle", "predictive"),
-}
+#: The policy names; what each means lives in one table, ``tandem.sim.presets``.
+POLICIES: tuple[str, ...] = tuple(POLICY_PRESETS)
 
 
 @dataclass(frozen=True)
@@ -72,18 +68,11 @@ class Setup:
 
 
 def config_for(setup: Setup, policy: str, record_timeline: bool = False) -> ClusterConfig:
-    placement, rescheduler, prediction, admission = POLICIES[policy]
-    return ClusterConfig(
-        setup.num_prefill,
-        setup.num_decode,
-        setup.cost,
-        setup.cost,
-        placement=placement,
-        rescheduler=rescheduler,
-        prediction=prediction,
-        admission=admission,
-        record_timeline=record_timeline,
+    """The cluster of ``setup`` running the decode policy preset ``policy``."""
+    base = ClusterConfig(
+        setup.num_prefill, setup.num_decode, setup.cost, setup.cost, record_timeline=record_timeline
     )
+    return with_policy(base, policy)
 
 
 def attainment_at(setup: Setup, policy: str) -> Callable[[float], float]:
