@@ -397,7 +397,8 @@ def grid_points(opsum: OperatorSum, phase: str, max_context: int) -> tuple[Point
                 ms.append(opsum.prefill_ms(b, n))
             held.extend(every_third(len(sweep)))
     else:
-        for c in (c for c in (128, 256, 512, 1024, 2048, 4096, 8192) if c <= max_context):
+        contexts = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+        for c in (c for c in contexts if c <= max_context):
             sweep = [b for b in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
                      if b * c <= capacity]
             for b in sweep:
@@ -521,7 +522,9 @@ def operator_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTab
     """Form fitted to operator sums times the measured/operator-sum ratio of the same GPU."""
     spec = get_model(model)
     opsum = OperatorSum(spec, hardware, tp, aic, VidurLinear.read(data, hardware, model, tp))
-    max_context = min(spec.max_context_tokens, 16384)
+    # aiconfigurator's generation tables reach 131,072 tokens of context: the decode grid goes
+    # to the model's own limit (capped at 32,768, which covers servegen-r1's longest answers).
+    max_context = min(spec.max_context_tokens, 32768)
     final: dict[str, Segments] = {}
     raw: dict[str, Segments] = {}
     held: list[dict] = []
@@ -540,9 +543,12 @@ def operator_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTab
                    f"({opsum.linear_source} projections, aiconfigurator attention and NCCL) "
                    f"x measured/kernel-sum ratio of {scale.origin}")
     doc["coefficients"] = segments_doc(final["prefill"], final["decode"])
+    prefill_grid, _ = grid_points(opsum, "prefill", max_context)
+    decode_grid, _ = grid_points(opsum, "decode", max_context)
     doc["measured_range"] = {
-        "max_prompt_tokens": max_context, "max_prefill_batch_tokens": 16384,
-        "max_decode_batch_size": 256, "max_context_tokens_per_request": max_context}
+        "max_prompt_tokens": int(prefill_grid.x.max()), "max_prefill_batch_tokens": 16384,
+        "max_decode_batch_size": 256,
+        "max_context_tokens_per_request": int((decode_grid.x / decode_grid.batch).max())}
     doc["fit"] = {
         "reference": "operator sums (x the stated scale) at batch shapes held out of the fit",
         "reference_kind": "operator_sum", "method": "form fitted to scaled operator sums",
@@ -553,11 +559,36 @@ def operator_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTab
     return doc
 
 
-def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTables | None
-                      ) -> tuple[dict, Scale | None]:
+def fit_fixed_context_slope(train: Points, slope_ms: float) -> Segments:
+    """Decode ``d + e*B`` fitted (non-negative, relative error) to ``ms - slope * ctx``, with
+    the per-context-token slope given: one segment."""
+    y = train.ms
+    target = (y - slope_ms * train.x) / y
+    xw = np.column_stack([np.ones(len(y)), train.batch.astype(float)]) / y[:, None]
+    best, best_loss = np.zeros(2), float(np.sum(target**2))
+    for cols in ([0], [1], [0, 1]):
+        coef, *_ = np.linalg.lstsq(xw[:, cols], target, rcond=None)
+        if np.any(coef < 0):
+            continue
+        full = np.zeros(2)
+        full[cols] = coef
+        loss = float(np.sum((xw @ full - target) ** 2))
+        if loss < best_loss:
+            best, best_loss = full, loss
+    return [(1, np.array([best[0], best[1], slope_ms]))]
+
+
+def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTables | None,
+                      context_scale: float | None = None) -> tuple[dict, Scale | None]:
     """Form fitted directly to SplitwiseSim's measured iterations (two thirds of the
     configurations; the rest held out). With operator data (Llama-2-70B) the operator-sum
-    form and the measured/operator-sum ratio are recorded too."""
+    form and the measured/operator-sum ratio are recorded too, and the decode context slope
+    comes from the kernel sums: SplitwiseSim varied context only at batch 1 (576 to 4,608
+    tokens), where attention is ~1% of a step and below the runs' noise, so a free fit returns
+    noise (0 at H100 TP2, 3-5x the kernel slope elsewhere). The kernel slope is multiplied by
+    ``context_scale`` (the GPU's TP2 decode ratio, as for the operator-sum profiles; this
+    profile's own ratio when ``None``), so Llama-2-70B and Llama-3-70B, whose attention shapes
+    are equal, get the same slope."""
     spec = get_model(model)
     measured = splitwise_points(data, model, hardware, tp)
     opsum = None
@@ -586,6 +617,10 @@ def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTa
                                else opsum.decode_ms(int(b), x / b)
                                for b, x in zip(train.batch, train.x, strict=True)])
             ratio[phase] = float(np.median(train.ms / kernel))
+            if phase == "decode":
+                kernel_slope = float(fit_segments(grid, allow_knee=False)[0][1][2])
+                k = context_scale if context_scale is not None else ratio["decode"]
+                final[phase] = fit_fixed_context_slope(train, kernel_slope * k)
     source = "splitwise+vidur+aiconfigurator" if opsum is not None else "splitwise"
     doc = base_doc(model, hardware, tp, "fitted", source,
                    f"{spec.hf_id} on {tp} x {hardware}: SplitwiseSim's measured iterations")
@@ -614,6 +649,14 @@ def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTa
     return doc, scale
 
 
+#: DistServe's simulator adds ``2 + 1e-4 * sum(context tokens)`` ms to every prefill and decode
+#: iteration (``Worker.add_ray_overhead`` in ``simdistserve/base/worker.py``, commit 82831f1):
+#: in our column orders, (base, per request, per context token) for decode and (base, per token,
+#: per token^2) for prefill.
+DISTSERVE_ITERATION_MS = np.array([2.0, 0.0, 1e-4])
+DISTSERVE_PREFILL_ITERATION_MS = np.array([2.0, 1e-4, 0.0])
+
+
 def distserve_profiles(data: Path) -> list[dict]:
     """DistServe's fitted coefficients for OPT on A100 (its DistServe-engine file)."""
     path = data / "distserve_profile" / "profiler-a100-80g.distserve.json"
@@ -626,20 +669,23 @@ def distserve_profiles(data: Path) -> list[dict]:
             if get_model(model).num_attention_heads % tp:
                 continue
             threshold = int(c["decoding_large_small_bs_threshold"])
-            # DistServe: a + b * sum(ctx + 1) + c * B  ->  (a, c + b, b) in our column order.
+            # DistServe: a + b * sum(ctx + 1) + c * B  ->  (a, c + b, b) in our column order,
+            # plus its worker's per-iteration cost (2 ms + 1e-4 ms per context token).
             small = np.array([c["decoding_smallbs"][0],
                               c["decoding_smallbs"][2] + c["decoding_smallbs"][1],
-                              c["decoding_smallbs"][1]])
+                              c["decoding_smallbs"][1]]) + DISTSERVE_ITERATION_MS
             large = np.array([c["decoding_largebs"][0],
                               c["decoding_largebs"][2] + c["decoding_largebs"][1],
-                              c["decoding_largebs"][1]])
+                              c["decoding_largebs"][1]]) + DISTSERVE_ITERATION_MS
             # Elementwise max: a bigger batch never steps faster at the threshold.
             large = np.maximum(large, small)
             doc = base_doc(model, "a100", tp, "fitted", "distserve",
                            f"{hf_id} on {tp} x A100-80GB: DistServe's fitted coefficients "
                            "(DistServe engine)")
-            # DistServe adds PP milliseconds to every prefill (1 ms at PP = 1).
-            prefill = np.array(c["prefill"]) + np.array([1.0, 0.0, 0.0])
+            # DistServe adds PP milliseconds to every prefill (1 ms at PP = 1), and its worker
+            # the per-iteration cost (2 ms + 1e-4 ms per prompt token).
+            prefill = (np.array(c["prefill"]) + np.array([1.0, 0.0, 0.0])
+                       + DISTSERVE_PREFILL_ITERATION_MS)
             doc["coefficients"] = segments_doc([(1, prefill)],
                                                [(1, small), (threshold, large)])
             doc["measured_range"] = {"max_prompt_tokens": get_model(model).max_context_tokens}
@@ -648,6 +694,8 @@ def distserve_profiles(data: Path) -> list[dict]:
                 "error can be computed for this profile.",
                 f"For batch >= {threshold} each coefficient is the larger of DistServe's two "
                 "lines, so that a bigger batch is never faster per step.",
+                "Includes DistServe's per-iteration cost (2 ms + 1e-4 ms per context token on "
+                "every prefill and decode iteration, simdistserve Worker.add_ray_overhead).",
             ]
             docs.append(doc)
     return docs
@@ -722,7 +770,8 @@ def main() -> None:
     scales: dict[str, Scale] = {}
     for hw in ("a100", "h100"):
         for tp in (2, 4, 8):
-            doc, scale = splitwise_profile(data, "llama2-70b", hw, tp, aic[hw])
+            tp2 = scales[hw].decode if hw in scales else None
+            doc, scale = splitwise_profile(data, "llama2-70b", hw, tp, aic[hw], tp2)
             docs.append(doc)
             if tp == 2 and scale is not None:
                 scales[hw] = scale
