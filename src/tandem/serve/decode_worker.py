@@ -54,6 +54,7 @@ class DecodeWorker(Worker):
         self._transfer_bytes_total = 0
         self._transfer_s_total = 0.0
         self._transfer_rate = 0.0
+        self._kv_bytes_per_token = self.kv_bytes_per_token()
 
     @property
     def kv_used_tokens(self) -> int:
@@ -188,6 +189,7 @@ class DecodeWorker(Worker):
             kv_used_tokens=self.kv_used_tokens,
             kv_waiting_tokens=sum(w.kv_tokens for w in self._waiting),
             kv_capacity_tokens=self.config.kv_capacity_tokens,
+            kv_bytes_per_token=self._kv_bytes_per_token,
             max_batch_size=self.config.max_batch_size,
             num_preemptions=self._num_preemptions,
             step_time_s=self._step_ema_s,

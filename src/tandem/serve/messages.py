@@ -138,6 +138,8 @@ class WorkerStats:
     kv_used_tokens: int = 0
     kv_waiting_tokens: int = 0
     kv_capacity_tokens: int = 0
+    #: Decode only: bytes of KV cache per token of this worker's model.
+    kv_bytes_per_token: int = 0
     max_batch_size: int = 0
     num_preemptions: int = 0
     #: Recent duration of one step (exponential average), seconds.

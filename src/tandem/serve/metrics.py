@@ -158,6 +158,8 @@ class _StatsCollector(Collector):
         running = gauge("num_requests_running", "Requests in the worker's running batch.")
         waiting = gauge("num_requests_waiting", "Requests queued at the worker.")
         kv_usage = gauge("kv_cache_usage_perc", "KV cache usage (1 = full), decode workers.")
+        kv_capacity = gauge("kv_cache_capacity_tokens", "KV capacity in tokens, decode workers.")
+        kv_bytes = gauge("kv_cache_bytes_per_token", "KV bytes per token, decode workers.")
         prompt = counter("prompt_tokens", "Prefilled prompt tokens.")
         generation = counter("generation_tokens", "Generated tokens.")
         preemptions = counter("num_preemptions", "Out-of-memory preemptions.")
@@ -169,6 +171,8 @@ class _StatsCollector(Collector):
             waiting.add_metric(labels, s.num_waiting)
             if s.role == ROLE_DECODE and s.kv_capacity_tokens:
                 kv_usage.add_metric(labels, s.kv_used_tokens / s.kv_capacity_tokens)
+                kv_capacity.add_metric(labels, s.kv_capacity_tokens)
+                kv_bytes.add_metric(labels, s.kv_bytes_per_token)
             prompt.add_metric(labels, s.prompt_tokens_total)
             generation.add_metric(labels, s.generation_tokens_total)
             preemptions.add_metric(labels, s.num_preemptions)
@@ -178,6 +182,8 @@ class _StatsCollector(Collector):
             running,
             waiting,
             kv_usage,
+            kv_capacity,
+            kv_bytes,
             prompt,
             generation,
             preemptions,

@@ -80,12 +80,6 @@ class Worker(ABC):
         )
         self._thread.start()
         identity = self.loaded.identity
-        config = self.loaded.model.config
-        heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
-        head_dim = int(
-            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        )
-        dtype_bytes = next(self.loaded.model.parameters()).element_size()
         return WorkerInfo(
             worker_id=self.config.worker_id,
             role=self.config.role,
@@ -94,10 +88,20 @@ class Worker(ABC):
             vocab_size=identity.vocab_size,
             context_tokens=identity.context_tokens,
             eos_token_ids=tuple(self.loaded.eos_token_ids),
-            kv_bytes_per_token=2 * identity.num_layers * heads * head_dim * dtype_bytes,
+            kv_bytes_per_token=self.kv_bytes_per_token(),
             node=_node_name(),
             pid=os.getpid(),
         )
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of KV cache one token takes in this worker's model (K and V, every layer)."""
+        config = self.loaded.model.config
+        heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+        head_dim = int(
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
+        dtype_bytes = next(self.loaded.model.parameters()).element_size()
+        return 2 * self.loaded.identity.num_layers * heads * head_dim * dtype_bytes
 
     def submit(self, tasks: Sequence[Any]) -> None:
         with self._cond:
