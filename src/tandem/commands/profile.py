@@ -145,3 +145,46 @@ def fit_report_cmd(as_json: bool = typer.Option(False, "--json", help="JSON outp
         typer.echo(f"SplitwiseSim measured iterations, pooled mean abs error: {pooled:.2f}%")
     for name, reason in report.skipped:
         typer.echo(f"skipped {name}: {reason}")
+
+
+@app.command("measure")
+def measure_cmd(
+    base_url: str = typer.Option(..., help="The server, e.g. http://127.0.0.1:8000"),
+    input_len: int = typer.Option(..., help="Prompt tokens of every request."),
+    output_len: int = typer.Option(..., help="Output tokens of the decode runs."),
+    concurrency: str = typer.Option("1,2,4,8,16,32", help="Closed-loop clients, one run each."),
+    model: str = typer.Option(None, help="Model name (default: the first /v1/models lists)."),
+    prefill_concurrency: int = typer.Option(
+        16, help="Requests kept in flight to saturate prefill."
+    ),
+    kv_bytes_per_token: int = typer.Option(
+        None, help="KV bytes per token (default: what the server's /metrics reports)."
+    ),
+    kv_capacity_tokens: int = typer.Option(
+        None, help="KV capacity of one decode instance in tokens (default: from /metrics)."
+    ),
+    name: str = typer.Option(None, help="Profile name (default: measured-<model>)."),
+    hardware: str = typer.Option("measured", help="Hardware description for the profile."),
+    api_key: str = typer.Option(None, help="Bearer token for the server."),
+    out: Path = typer.Option(None, help="Write the measured profile here (YAML)."),
+    plot: Path = typer.Option(None, help="Draw what was measured (PNG)."),
+) -> None:
+    """Measure a live endpoint's prefill throughput and TPOT against batch: a profile that
+    `tandem plan --measured` and `tandem simulate --profile` read."""
+    from tandem.commands.profile_measure import run_measure
+
+    run_measure(
+        base_url=base_url,
+        input_len=input_len,
+        output_len=output_len,
+        concurrency=concurrency,
+        model=model,
+        prefill_concurrency=prefill_concurrency,
+        kv_bytes_per_token=kv_bytes_per_token,
+        kv_capacity_tokens=kv_capacity_tokens,
+        name=name,
+        hardware=hardware,
+        api_key=api_key,
+        out=out,
+        plot=plot,
+    )
