@@ -202,3 +202,49 @@ def test_broken_streams_stalls_and_errors_are_counted_failed_never_a_hang(mode, 
     assert metrics["completed"] == 0 and metrics["failed"] == 2
     assert metrics["error_samples"]
     assert "Traceback" not in text
+
+
+def test_a_sweep_reports_attainment_and_latency_at_each_load(local_server, tmp_path):
+    url, _ = local_server
+    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "sweep",
+            "--base-url",
+            url,
+            "--rates",
+            "4,40",
+            "--num-prompts",
+            "8",
+            "--random-input-len",
+            "16",
+            "--random-output-len",
+            "16",
+            "--goodput",
+            "ttft:60000 tpot:60000",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ],
+        env={"COLUMNS": "120"},
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [r["level"] for r in rows] == [4.0, 40.0]
+    assert all(r["completed"] == 8 and r["slo_attainment"] == 1.0 for r in rows)
+    assert plot.stat().st_size > 0
+
+
+def test_a_sweep_without_an_slo_says_what_is_missing(local_server):
+    url, _ = local_server
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem", "bench", "sweep", "--base-url", url, "--rates", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and "needs an SLO" in proc.stderr

@@ -191,7 +191,7 @@ def bench_serve(
         random_range_ratio,
         seed,
     )
-    from tandem.bench.openloop import plan_requests, run_requests
+    from tandem.bench.openloop import plan_requests
 
     planned = plan_requests(
         requests, context_tokens=context or 1 << 30, base_token_ids=base_ids, rate_scale=rate_scale
@@ -210,6 +210,22 @@ def bench_serve(
             err=True,
         )
         ignore_eos = False
+    result = _send(endpoint, name, planned, max_concurrency, ignore_eos, timeout, duration)
+    _report(name, planned, result, target, percentiles, shown, json_out, save_requests)
+
+
+def _send(
+    endpoint: Endpoint,
+    name: str,
+    planned: Any,
+    max_concurrency: int | None,
+    ignore_eos: bool,
+    timeout: float,
+    duration: float | None,
+) -> Any:
+    """Send the planned requests with a progress bar; the run's ``RunResult``."""
+    from tandem.bench.openloop import run_requests
+
     with Progress(
         TextColumn("requests"),
         BarColumn(),
@@ -218,7 +234,7 @@ def bench_serve(
         transient=True,
     ) as progress:
         task = progress.add_task("requests", total=len(planned.specs))
-        result = asyncio.run(
+        return asyncio.run(
             run_requests(
                 endpoint.base_url,
                 name,
@@ -231,7 +247,38 @@ def bench_serve(
                 on_done=lambda _: progress.advance(task),
             )
         )
-    _report(name, planned, result, target, percentiles, shown, json_out, save_requests)
+
+
+def _metrics(
+    name: str, planned: Any, result: Any, target: SLO | None, percentiles: list[float]
+) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+    """vLLM's metrics of a run (failed requests count against attainment), the completed
+    streams, and the load generator's summary (errors, samples)."""
+    from tandem.bench.load import summarize
+
+    sent = [r for r in result.records if r is not None]
+    summary = summarize(sent, 0, result.duration_s)
+    good = [r for r in sent if r.error is None and r.complete]
+    records = [r.record() for r in good]
+    metrics = compute_metrics(
+        records,
+        duration_s=result.duration_s,
+        slo=target,
+        num_failed=len(sent) - len(good),
+        percentiles=percentiles,
+    )
+    metrics.update(
+        model=name,
+        num_prompts=len(planned.specs),
+        num_sent=len(sent),
+        num_not_sent=len(planned.specs) - len(sent),
+        num_errors=summary["num_errors"],
+        num_incomplete=summary["num_incomplete"],
+        error_samples=summary["error_samples"],
+        num_clipped=planned.num_clipped,
+        max_concurrency_reached=_peak(good),
+    )
+    return metrics, good, summary
 
 
 def _workload(
@@ -296,30 +343,7 @@ def _report(
     json_out: Path | None,
     save_requests: Path | None,
 ) -> None:
-    from tandem.bench.load import summarize
-
-    sent = [r for r in result.records if r is not None]
-    summary = summarize(sent, 0, result.duration_s)
-    good = [r for r in sent if r.error is None and r.complete]
-    records = [r.record() for r in good]
-    metrics = compute_metrics(
-        records,
-        duration_s=result.duration_s,
-        slo=target,
-        num_failed=len(sent) - len(good),
-        percentiles=percentiles,
-    )
-    metrics.update(
-        model=name,
-        num_prompts=len(planned.specs),
-        num_sent=len(sent),
-        num_not_sent=len(planned.specs) - len(sent),
-        num_errors=summary["num_errors"],
-        num_incomplete=summary["num_incomplete"],
-        error_samples=summary["error_samples"],
-        num_clipped=planned.num_clipped,
-        max_concurrency_reached=_peak(good),
-    )
+    metrics, good, summary = _metrics(name, planned, result, target, percentiles)
     rows = [
         ["completed", f"{metrics['completed']} of {len(planned.specs)}"],
         ["failed", str(metrics["failed"])],
@@ -374,3 +398,138 @@ def _save_requests(path: Path, records: list[Any], start_s: float) -> None:
                 "finish_reason": r.finish_reason,
             }
             fh.write(json.dumps(row) + "\n")
+
+
+@app.command("sweep")
+def bench_sweep(
+    base_url: str = typer.Option(..., help="The server, e.g. http://127.0.0.1:8000"),
+    rates: str = typer.Option(None, help="Synthetic request rates (req/s), e.g. 2,4,8."),
+    rate_scales: str = typer.Option(
+        None, help="With -w: replay the trace this many times faster, e.g. 0.5,1,2."
+    ),
+    model: str = typer.Option(None, help="Model name (default: the first /v1/models lists)."),
+    workload: str = typer.Option(None, "--workload", "-w", help="A trace to replay."),
+    num_prompts: int = typer.Option(100, help="Requests per load level."),
+    burstiness: float = typer.Option(1.0, help="Gamma shape of inter-arrival gaps."),
+    random_input_len: int = typer.Option(128, help="Synthetic prompt tokens."),
+    random_output_len: int = typer.Option(128, help="Synthetic output tokens."),
+    random_range_ratio: float = typer.Option(0.0, help="Lengths uniform in [L(1-r), L(1+r)]."),
+    goodput: str = typer.Option(None, help="vLLM form, milliseconds: 'ttft:2000 tpot:50'."),
+    slo: str = typer.Option(None, help="Tandem form: ttft=2s,tpot=100ms (bare numbers: ms)."),
+    ignore_eos: bool = typer.Option(True, help="Force output lengths where accepted."),
+    seed: int = typer.Option(0, help="Seed of the synthetic workload."),
+    timeout: float = typer.Option(300.0, help="Seconds each request may take."),
+    api_key: str = typer.Option(None, help="Bearer token for the server."),
+    json_out: Path = typer.Option(None, "--json", help="Write every level's metrics (JSON)."),
+    plot: Path = typer.Option(None, help="Attainment and latency against load (PNG)."),
+) -> None:
+    """SLO attainment, goodput and latency percentiles against load, one run per level."""
+    if goodput and slo:
+        raise ConfigError("give --goodput or --slo, not both")
+    target = parse_goodput(goodput) if goodput else parse_slo(slo) if slo else None
+    if target is None:
+        raise ConfigError("a sweep needs an SLO: --goodput 'ttft:2000 tpot:50' or --slo ...")
+    if workload is None and not rates:
+        raise ConfigError("give --rates (synthetic) or -w TRACE --rate-scales")
+    if workload is not None and not rate_scales:
+        raise ConfigError("with -w, give --rate-scales (how much faster to replay)")
+    levels = _positive(rate_scales if workload is not None else rates, "--rates")
+    endpoint = Endpoint(base_url, api_key)
+    name, context = endpoint.model(model)
+    base_ids = endpoint.base_token_ids(name)
+    from tandem.bench.openloop import plan_requests
+
+    rows: list[dict[str, Any]] = []
+    for level in levels:
+        rate = math.inf if workload is not None else level
+        requests = _workload(
+            workload,
+            num_prompts,
+            rate,
+            burstiness,
+            random_input_len,
+            random_output_len,
+            random_range_ratio,
+            seed,
+        )
+        planned = plan_requests(
+            requests,
+            context_tokens=context or 1 << 30,
+            base_token_ids=base_ids,
+            rate_scale=level if workload is not None else 1.0,
+        )
+        if ignore_eos and not endpoint.accepts_ignore_eos(name, planned.specs[0].prompt):
+            typer.echo("warning: the server refuses ignore_eos; outputs may end early", err=True)
+            ignore_eos = False
+        typer.echo(f"level {level:g} ...")
+        result = _send(endpoint, name, planned, None, ignore_eos, timeout, None)
+        metrics, _, _ = _metrics(name, planned, result, target, [50, 90, 99])
+        metrics["level"] = level
+        rows.append(metrics)
+    unit = "x trace" if workload is not None else "req/s"
+    print_table(
+        f"tandem bench sweep: {name}, SLO attainment and latency against load",
+        [
+            f"load {unit}",
+            "reached req/s",
+            "attain",
+            "goodput",
+            "TTFT p50/p90/p99 ms",
+            "TPOT p50/p90/p99 ms",
+        ],
+        [
+            [
+                f"{m['level']:g}",
+                f"{m['request_throughput']:.2f}",
+                f"{m['slo_attainment']:.3f}",
+                f"{m['request_goodput']:.2f}",
+                f"{m['median_ttft_ms']:.0f}/{m['p90_ttft_ms']:.0f}/{m['p99_ttft_ms']:.0f}",
+                f"{m['median_tpot_ms']:.1f}/{m['p90_tpot_ms']:.1f}/{m['p99_tpot_ms']:.1f}",
+            ]
+            for m in rows
+        ],
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(rows, indent=2) + "\n")
+    if plot is not None:
+        _plot_sweep(plot, name, unit, rows, target)
+        typer.echo(f"wrote {plot}")
+
+
+def _positive(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"{flag}: every level must be a number > 0, got {text!r}")
+    return sorted(values)
+
+
+def _plot_sweep(path: Path, name: str, unit: str, rows: list[dict[str, Any]], slo: SLO) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [m["level"] for m in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].plot(x, [m["slo_attainment"] for m in rows], "o-")
+    axes[0].axhline(0.9, color="grey", linestyle="--", label="90%")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("SLO attainment")
+    for ax, key, limit in ((axes[1], "ttft", slo.ttft_s), (axes[2], "tpot", slo.tpot_s)):
+        for p in (50, 90, 99):
+            label = "median" if p == 50 else f"p{p}"
+            field = f"median_{key}_ms" if p == 50 else f"p{p}_{key}_ms"
+            ax.plot(x, [m[field] for m in rows], "o-", label=label)
+        if limit is not None:
+            ax.axhline(limit * 1e3, color="red", linestyle="--", label="SLO")
+        ax.set_ylabel(f"{key.upper()} (ms)")
+    for ax in axes:
+        ax.set_xlabel(f"load ({unit})")
+        ax.legend()
+    fig.suptitle(f"tandem bench sweep: {name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
