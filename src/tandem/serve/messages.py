@@ -40,6 +40,8 @@ class WorkerConfig:
     #: "inline" (the hand-off object itself) or "ray" (a reference into Ray's object store).
     transport: str = "inline"
     torch_threads: int = 1
+    #: CPU cores the worker's process may run on (``None``: wherever the OS puts it).
+    cpu_affinity: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,9 @@ class Worker(ABC):
         from tandem.engine.runner import ModelRunner
 
         torch.set_num_threads(self.config.torch_threads)
+        if self.config.cpu_affinity:
+            # The simulator assumes instances do not share compute: pinned, they do not.
+            os.sched_setaffinity(0, self.config.cpu_affinity)
         self.loaded = load_model(self.config.model, device=self.config.device)
         self.runner = ModelRunner(
             self.loaded,
