@@ -20,7 +20,8 @@ def test_demo_shows_stats_a_plan_the_rescheduling_comparison_and_real_serving() 
     for metric in ("P99 TPOT ms", "preempted", "migrations"):
         assert f"│ {metric} " in result.output
     assert "8 of 8 requests complete, 0 failed" in result.output
-    assert "Served by tandem serve (local)" in result.output
-    for metric in ("TTFT ms", "TPOT ms", "output tokens/s"):
+    assert "plan from the measured profile" in result.output
+    assert "Served by tandem serve (local) vs simulated" in result.output
+    for metric in ("TTFT p50 ms", "TPOT p90 ms", "output tokens/s"):
         assert f"│ {metric} " in result.output
     assert "…" not in result.output

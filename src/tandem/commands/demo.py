@@ -7,8 +7,10 @@
    Llama-3-8B/A100 instances (about the load where round-robin still meets 90% of the SLOs),
    once per policy: round-robin, least current KV, Llumnix-style migration, and ARES with
    predictions from the measured error model.
-4. Real serving: the embedded stories260K served by ``tandem serve`` (Ray workers by default)
-   and a burst of requests through HTTP, with the served TTFT and TPOT.
+4. Real serving, plan -> serve -> measure -> simulate in miniature: the embedded stories260K
+   served by ``tandem serve`` (Ray workers by default), its profile measured through HTTP, a
+   plan for a short burst from that profile, the burst sent, and the simulator's TTFT / TPOT
+   for the same requests beside the measured ones.
 """
 
 from __future__ import annotations

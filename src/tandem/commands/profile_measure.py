@@ -33,7 +33,7 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
-def _kv_from_metrics(endpoint: Endpoint) -> tuple[int | None, int | None]:
+def kv_from_metrics(endpoint: Endpoint) -> tuple[int | None, int | None]:
     """(bytes per token, capacity tokens) of a decode instance, if ``/metrics`` says."""
     try:
         text = endpoint.client.get("/metrics").text
@@ -82,7 +82,7 @@ def run_measure(
     prompt: str | list[int] = (
         [base[i % len(base)] for i in range(input_len)] if base else " ".join(["hi"] * input_len)
     )
-    bytes_per_token, capacity = _kv_from_metrics(endpoint)
+    bytes_per_token, capacity = kv_from_metrics(endpoint)
     bytes_per_token = kv_bytes_per_token or bytes_per_token
     capacity = kv_capacity_tokens or capacity
     if not bytes_per_token or not capacity:
