@@ -73,6 +73,21 @@ def serve_command(
         "auto", help="'auto' (a GPU per worker where there are any), 'cpu' or 'cuda'."
     ),
     seed: int = typer.Option(0, help="Seed of unseeded sampled requests."),
+    max_waiting_requests: int = typer.Option(
+        None,
+        help="Requests that may wait beyond the decode batches' slots (decode x max-batch) "
+        "before new ones get 429 with Retry-After (default: 4 per slot).",
+    ),
+    max_body_bytes: int = typer.Option(
+        8 * 2**20, help="Largest request body; a larger one (chunked or not) gets 413."
+    ),
+    api_key: str = typer.Option(
+        None,
+        envvar="TANDEM_API_KEY",
+        show_default=False,
+        help="Require 'Authorization: Bearer KEY' on /v1 routes, /tokenize and /detokenize "
+        "(not /health, /metrics).",
+    ),
     log_level: str = typer.Option("info", help="Logging level."),
 ) -> None:
     """Serve a model with prefill and decode workers behind an OpenAI-compatible API."""
@@ -104,6 +119,9 @@ def serve_command(
         chat_template=template,
         device=device,
         seed=seed,
+        max_waiting_requests=max_waiting_requests,
+        max_body_bytes=max_body_bytes,
+        api_key=api_key,
     )
     _check_policies(dispatch, placement)
     logging.basicConfig(
@@ -146,10 +164,11 @@ async def _serve(config: object) -> None:
         if ready in done:
             ready.result()  # raises if loading failed
             name = server.front.model_name
+            auth = " -H 'Authorization: Bearer <your key>'" if config.api_key else ""
             typer.echo(
                 f"tandem serve: ready, {name} on {config.num_prefill} prefill + "
                 f"{config.num_decode} decode workers ({config.backend} backend)\n"
-                f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
+                f"  curl {url}/v1/completions{auth} -H 'Content-Type: application/json' "
                 f'-d \'{{"model": "{name}", "prompt": "Once upon a time", '
                 f'"max_tokens": 32}}\''
             )

@@ -12,29 +12,49 @@ Life of an HTTP request:
    out in one event.
 5. Streaming ends with the finish reason, the usage chunk if asked for, and ``[DONE]``; a
    client that disconnects cancels the request everywhere.
+
+Before step 1, two refusals that cost nothing: with an API key set, a request to a guarded
+route without ``Authorization: Bearer <key>`` is a 401 (``_RequireKey``); a body over
+``max_body_bytes`` is a 413, counted as it arrives (a chunked body has no length to trust).
+Before step 3, a request over the Controller's admission limit is a 429 with ``Retry-After``.
+Nothing read from HTTP is ever unpickled: bodies go through ``json.loads`` only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
+import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandem.engine.sampling import SamplingParams
 from tandem.serve import protocol as p
-from tandem.serve.controller import Chunk, Controller
+from tandem.serve.controller import Chunk, Controller, Overloaded
 from tandem.serve.detokenize import IncrementalDetokenizer
 from tandem.serve.metrics import CONTENT_TYPE
 
 log = logging.getLogger("tandem.serve")
 _FINISH: dict[str, p.FinishReason] = {"eos": "stop", "length": "length", "stop": "stop"}
 MAX_BODY_BYTES = 8 * 2**20
+#: Routes open without an API key, as vLLM leaves them: probes and the API's own description.
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/redoc"})
+#: Why a request was refused before it was admitted (``num_requests_rejected_total``).
+REJECT_REASONS = ("overloaded", "unauthorized", "too_large", "invalid")
+RETRY_AFTER_S = 1
 
 
 @dataclass
@@ -47,6 +67,9 @@ class FrontEnd:
     chat_template: str | None = None
     decode_kv_tokens: int | None = None
     created: int = 0
+    max_body_bytes: int = MAX_BODY_BYTES
+    api_key: str | None = field(default=None, repr=False)
+    num_rejected: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def context_tokens(self) -> int:
@@ -58,10 +81,26 @@ def build_app(front: FrontEnd, lifespan: Any = None) -> FastAPI:
     """The FastAPI app serving ``front``."""
     app = FastAPI(title="Tandem", lifespan=lifespan)
     app.state.front = front
+    if front.api_key is not None:
+        app.add_middleware(_RequireKey, front=front)
 
     @app.exception_handler(p.APIError)
     async def api_error(_: Request, exc: p.APIError) -> JSONResponse:
-        return JSONResponse(p.error_body(exc), status_code=exc.status)
+        if 400 <= exc.status < 500:
+            reason = {429: "overloaded", 413: "too_large", 401: "unauthorized"}
+            front.num_rejected[reason.get(exc.status, "invalid")] += 1
+        return JSONResponse(p.error_body(exc), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown routes and wrong methods: OpenAI error JSON too, not Starlette's {"detail"}.
+        headers = dict(exc.headers) if exc.headers else None
+        err = p.APIError(exc.status_code, str(exc.detail), headers=headers)
+        return JSONResponse(p.error_body(err), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(p.error_body(p.bad_request(str(exc))), status_code=400)
 
     @app.get("/health")
     async def health() -> Response:
@@ -98,46 +137,137 @@ def build_app(front: FrontEnd, lifespan: Any = None) -> FastAPI:
         body = registry.render() if registry is not None else b""
         return Response(body, media_type=CONTENT_TYPE)
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", openapi_extra=_body_doc(_TOKENIZE_SCHEMA))
     async def tokenize(request: Request) -> dict[str, Any]:
-        body = p.parse_json_object(await _body(request))
+        body = p.parse_json_object(await _body(request, front.max_body_bytes))
         tokens = _tokenize_body(front, body)
         return {"count": len(tokens), "max_model_len": front.context_tokens, "tokens": tokens}
 
-    @app.post("/detokenize")
+    @app.post("/detokenize", openapi_extra=_body_doc(_DETOKENIZE_SCHEMA))
     async def detokenize(request: Request) -> dict[str, Any]:
-        body = p.parse_json_object(await _body(request))
+        body = p.parse_json_object(await _body(request, front.max_body_bytes))
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(p.is_token_id(t) for t in tokens):
             raise p.bad_request("tokens: expected a list of token ids", "tokens")
         p.check_token_ids(tokens, _vocab(front), param="tokens")
         return {"prompt": _require_tokenizer(front).decode(tokens)}
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post(
+        "/v1/completions",
+        response_model=None,
+        openapi_extra=_body_doc(p.request_schema(p.CompletionRequest)),
+    )
     async def completions(request: Request) -> Response:
-        return await _generate(front, request, p.parse_completion(await _body(request)))
+        body = await _body(request, front.max_body_bytes)
+        return await _generate(front, request, p.parse_completion(body))
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        openapi_extra=_body_doc(p.request_schema(p.ChatCompletionRequest)),
+    )
     async def chat(request: Request) -> Response:
-        return await _generate(front, request, p.parse_chat(await _body(request)))
+        body = await _body(request, front.max_body_bytes)
+        return await _generate(front, request, p.parse_chat(body))
 
     return app
 
 
-async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large()
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise _too_large()
-    return body
+_TOKENIZE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "prompt": {"type": "string"},
+        "add_special_tokens": {"type": "boolean"},
+        "messages": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_DETOKENIZE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+    "required": ["tokens"],
+}
 
 
-def _too_large() -> p.APIError:
-    return p.APIError(
-        413, f"request body over {MAX_BODY_BYTES} bytes", type="invalid_request_error", code=413
-    )
+def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` publishing a JSON request body; the route still reads the raw bytes
+    (so unknown fields stay ignored and every mistake names its field)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _body(request: Request, limit_bytes: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit_bytes``: at once when its
+    declared length says so, else while it arrives (a chunked body declares none)."""
+    declared = request.headers.get("content-length", "")
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > limit_bytes)
+    ):
+        raise p.too_large(limit_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit_bytes:
+                raise p.too_large(limit_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise p.bad_request("the client disconnected while sending the body") from None
+    return b"".join(chunks)
+
+
+class _RequireKey:
+    """ASGI middleware: every route but ``PUBLIC_PATHS`` needs ``Authorization: Bearer <key>``.
+
+    Deny by default (an unknown path is a 401 before it is a 404); the key is compared in
+    constant time (digests of equal length, so not even the length leaks).
+    """
+
+    def __init__(self, app: ASGIApp, front: FrontEnd) -> None:
+        self.app = app
+        self.front = front
+        assert front.api_key is not None
+        self._digest = hashlib.sha256(b"Bearer " + front.api_key.encode()).digest()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        self.front.num_rejected["unauthorized"] += 1
+        err = p.unauthorized()
+        response = JSONResponse(p.error_body(err), status_code=err.status, headers=err.headers)
+        await response(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        sent = b""
+        for name, value in scope["headers"]:
+            if name.lower() == b"authorization":
+                sent = value
+        scheme, _, token = sent.partition(b" ")
+        given = hashlib.sha256(b"Bearer " + token.strip()).digest()
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given, self._digest)
+
+
+class RejectedCollector(Collector):
+    """``tandem:num_requests_rejected_total`` by reason, read from the front end at scrape."""
+
+    def __init__(self, front: FrontEnd) -> None:
+        self._front = front
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily(
+            "tandem:num_requests_rejected",
+            "Requests refused before admission: overloaded (429), unauthorized (401), "
+            "too_large (413), invalid (other 4xx).",
+            labels=("model_name", "reason"),
+        )
+        for reason in REJECT_REASONS:
+            counter.add_metric([self._front.model_name, reason], self._front.num_rejected[reason])
+        yield counter
 
 
 def _loading() -> p.APIError:
@@ -218,6 +348,8 @@ async def _generate(front: FrontEnd, http: Request, request: p.GenerationRequest
     controller = front.controller
     if not controller.ready:
         raise _loading()
+    if not controller.has_room():  # before tokenizing: a refusal under a flood costs little
+        raise p.overloaded(controller.max_in_flight or 0, RETRY_AFTER_S)
     ids = _prompt_ids(front, request)
     max_new = p.check_context_length(
         len(ids), request.max_tokens, front.context_tokens, request.kind
@@ -249,7 +381,10 @@ async def _generate(front: FrontEnd, http: Request, request: p.GenerationRequest
         max_new,
         request.stream,
     )
-    queue = controller.submit(internal_id, ids, params)
+    try:
+        queue = controller.submit(internal_id, ids, params)
+    except Overloaded:
+        raise p.overloaded(controller.max_in_flight or 0, RETRY_AFTER_S) from None
     stream = _Stream(front, request, internal_id, request_id, len(ids), queue)
     headers = {"X-Request-Id": request_id}
     if request.stream:

@@ -12,6 +12,10 @@ Life of a request through the Controller (the twin of ``sim.cluster``):
 4. Decode events fan out to the streams; a finish reason closes the stream.
 5. ``abort`` (client gone, stop string reached) cancels the request on the worker holding it.
 
+Admission is bounded: ``submit`` refuses a request (``Overloaded``) while ``max_in_flight``
+requests are in flight (submitted and not yet finished, failed or aborted), so a flood cannot
+queue without end; the front end answers it with a 429.
+
 The policies are the very objects the simulator calls (``control.policies``), unchanged.
 """
 
@@ -43,6 +47,10 @@ from tandem.serve.views import ServedDecodeView, ServedPrefillView
 
 log = logging.getLogger("tandem.serve")
 POLL_TIMEOUT_S = 0.05
+
+
+class Overloaded(Exception):
+    """``submit`` refused a request: ``max_in_flight`` requests are already in flight."""
 
 
 @dataclass(slots=True)
@@ -113,6 +121,7 @@ class Controller:
         placement: str = "least-kv",
         metrics: ServeMetrics | None = None,
         stream_interval_s: float = 0.0,
+        max_in_flight: int | None = None,
     ) -> None:
         if not prefill or not decode:
             raise ConfigError("serving needs at least one prefill and one decode worker")
@@ -123,6 +132,8 @@ class Controller:
         self.metrics = metrics
         #: Decode workers answer polls at most this often (several steps per answer).
         self.stream_interval_s = stream_interval_s
+        #: The most requests in flight at once (None: no limit); see ``has_room``.
+        self.max_in_flight = max_in_flight
         self.info: WorkerInfo | None = None
         self.infos: list[WorkerInfo] = []
         self.ready = False
@@ -193,6 +204,8 @@ class Controller:
             raise ConfigError("the server is not ready yet")
         if request_id in self._requests:
             raise ConfigError(f"request id '{request_id}' is already in flight")
+        if not self.has_room():
+            raise Overloaded(f"{len(self._requests)} requests in flight, the limit")
         number = next(self._numbers)
         now = time.monotonic()
         view = NewRequestView(number, now - self._t0, len(prompt_token_ids))
@@ -216,6 +229,10 @@ class Controller:
     @property
     def num_in_flight(self) -> int:
         return len(self._requests)
+
+    def has_room(self) -> bool:
+        """Whether ``submit`` would admit one more request now."""
+        return self.max_in_flight is None or len(self._requests) < self.max_in_flight
 
     def is_active(self, request_id: str) -> bool:
         """Whether ``request_id`` is in flight."""

@@ -51,6 +51,7 @@ class APIError(Exception):
         param: str | None = None,
         type: str | None = None,
         code: int | str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -58,9 +59,18 @@ class APIError(Exception):
         self.param = param
         self.type = type or _TYPE_BY_STATUS.get(status, "invalid_request_error")
         self.code = status if code is None else code
+        self.headers = headers
 
 
-_TYPE_BY_STATUS = {400: "invalid_request_error", 404: "NotFoundError", 500: "InternalServerError"}
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "AuthenticationError",
+    404: "NotFoundError",
+    413: "invalid_request_error",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:
@@ -71,6 +81,30 @@ def bad_request(message: str, param: str | None = None) -> APIError:
 def model_not_found(model: str) -> APIError:
     """The 404 vLLM answers for a model it does not serve."""
     return APIError(404, f"The model `{model}` does not exist.", param="model")
+
+
+def unauthorized() -> APIError:
+    """The 401 for a missing or wrong API key (the key itself is never echoed)."""
+    return APIError(
+        401,
+        "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def overloaded(limit: int, retry_after_s: int = 1) -> APIError:
+    """The 429 for a request over the admission limit, with ``Retry-After``."""
+    return APIError(
+        429,
+        f"the server is at its limit of {limit} requests in flight; retry after "
+        f"{retry_after_s} s (--max-waiting-requests)",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def too_large(limit_bytes: int) -> APIError:
+    """The 413 for a body over ``limit_bytes`` (declared or counted as it arrives)."""
+    return APIError(413, f"request body over {limit_bytes} bytes (--max-body-bytes)")
 
 
 def error_body(err: APIError) -> dict[str, Any]:
@@ -136,7 +170,21 @@ class _Request(BaseModel):
 class CompletionRequest(_Request):
     """``POST /v1/completions``. ``prompt`` is checked by hand for a clearer message."""
 
-    prompt: Any
+    prompt: Any = Field(
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
+                {
+                    "type": "array",
+                    "items": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "minItems": 1,
+                    "maxItems": 1,
+                },
+            ]
+        }
+    )
     logprobs: Int | None = None
     echo: bool | None = False
     suffix: str | None = None
@@ -176,6 +224,33 @@ class ChatCompletionRequest(_Request):
     tools: list[Any] | None = None
     tool_choice: Any = None
     response_format: Any = None
+
+
+def request_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a request body, as the OpenAPI document publishes it: ``model``'s
+    schema with its ``$defs`` inlined and pydantic's ``ge`` / ``le`` spelled as JSON Schema's
+    ``minimum`` / ``maximum``. Documentation only: validation stays with ``parse_*``, which
+    ignores unknown fields and names the field of every mistake.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    words = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return inline(defs[ref.removeprefix("#/$defs/")])
+        return {
+            (words.get(k, k) if isinstance(v, int | float) else k): inline(v)
+            for k, v in node.items()
+        }
+
+    result: dict[str, Any] = inline(schema)
+    return result
 
 
 # --------------------------------------------------------------------------------------------

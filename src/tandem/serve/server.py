@@ -25,6 +25,8 @@ from tandem.serve.backends import BACKENDS, Backend, RayOptions
 from tandem.serve.messages import ROLE_DECODE, ROLE_PREFILL, WorkerConfig
 
 log = logging.getLogger("tandem.serve")
+#: Default ``--max-waiting-requests``: this many waiting requests per decode batch slot.
+DEFAULT_WAITING_PER_SLOT = 4
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class ServeConfig:
     device: str = "auto"
     seed: int = 0
     load_timeout_s: float = 600.0
+    #: Requests that may wait beyond the decode batches' slots (``num_decode * max_batch``)
+    #: before new ones get a 429; None: ``DEFAULT_WAITING_PER_SLOT`` per slot.
+    max_waiting_requests: int | None = None
+    max_body_bytes: int = 8 * 2**20
+    #: Bearer key every /v1 route, /tokenize and /detokenize require (None: no key).
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         flags = {
@@ -72,6 +80,21 @@ class ServeConfig:
             raise ConfigError(f"--decode-kv-tokens must be >= 2, got {self.decode_kv_tokens}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be in 0..65535, got {self.port}")
+        if self.max_waiting_requests is not None and self.max_waiting_requests < 0:
+            raise ConfigError(
+                f"--max-waiting-requests must be >= 0, got {self.max_waiting_requests}"
+            )
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"--max-body-bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("--api-key (or TANDEM_API_KEY) must not be empty")
+
+    @property
+    def max_requests_in_flight(self) -> int:
+        """The admission limit: the decode batches' slots plus the requests that may wait."""
+        slots = self.num_decode * self.max_batch
+        waiting = self.max_waiting_requests
+        return slots + (DEFAULT_WAITING_PER_SLOT * slots if waiting is None else waiting)
 
     def worker_configs(self) -> list[WorkerConfig]:
         prefill = [
@@ -163,6 +186,7 @@ class TandemServer:
             dispatch=config.dispatch,
             placement=config.placement,
             stream_interval_s=config.stream_interval_s,
+            max_in_flight=config.max_requests_in_flight,
         )
         name = config.served_model_name or _default_name(config.model)
         self.front = FrontEnd(
@@ -172,8 +196,10 @@ class TandemServer:
             chat_template=config.chat_template,
             decode_kv_tokens=config.decode_kv_tokens,
             created=int(time.time()),
+            max_body_bytes=config.max_body_bytes,
+            api_key=config.api_key,
         )
-        self._load_task = asyncio.create_task(self._load(controller, name))
+        self._load_task = asyncio.create_task(self._load(controller, name, self.front))
         app = build_app(self.front)
         uv_config = uvicorn.Config(
             app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
@@ -182,10 +208,13 @@ class TandemServer:
         self._serve_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]))
         return self.url
 
-    async def _load(self, controller: Any, name: str) -> None:
+    async def _load(self, controller: Any, name: str, front: Any) -> None:
+        from tandem.serve.api import RejectedCollector
         from tandem.serve.metrics import ServeMetrics
 
-        controller.metrics = ServeMetrics(name, controller.worker_stats)
+        metrics = ServeMetrics(name, controller.worker_stats)
+        metrics.registry.register(RejectedCollector(front))
+        controller.metrics = metrics
         try:
             await controller.start(self.config.load_timeout_s)
         except Exception as exc:
