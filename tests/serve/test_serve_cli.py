@@ -30,3 +30,18 @@ def test_bad_flags_are_one_clear_error(args, says):
     )
     assert proc.returncode == 2
     assert says in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pinned_workers_each_get_one_core_prefill_first():
+    import os
+
+    from tandem.serve.server import ServeConfig
+
+    cores = sorted(os.sched_getaffinity(0))
+    configs = ServeConfig(pin_cpus=True, num_prefill=1, num_decode=2).worker_configs()
+    assert [c.cpu_affinity for c in configs] == [
+        (cores[0],),
+        (cores[1 % len(cores)],),
+        (cores[2 % len(cores)],),
+    ]
+    assert all(c.cpu_affinity is None for c in ServeConfig().worker_configs())

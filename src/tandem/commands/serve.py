@@ -60,6 +60,9 @@ def serve_command(
         16384, help="KV capacity of each decode worker, in tokens."
     ),
     max_batch: int = typer.Option(64, help="Most requests in a decode worker's batch."),
+    pin_cpus: bool = typer.Option(
+        False, help="Pin each worker to its own CPU core (prefill first, round-robin)."
+    ),
     stream_interval_ms: float = typer.Option(
         10.0,
         help="A decode worker reports its tokens at most this often (several steps per report "
@@ -116,6 +119,7 @@ def serve_command(
         decode_kv_tokens=decode_kv_tokens,
         max_batch=max_batch,
         stream_interval_s=stream_interval_ms / 1000.0,
+        pin_cpus=pin_cpus,
         chat_template=template,
         device=device,
         seed=seed,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tandem.errors import ConfigError
@@ -51,6 +52,8 @@ class ServeConfig:
     max_prefill_tokens: int = 4096
     #: Decode workers report at most every this many seconds (0: every step).
     stream_interval_s: float = 0.01
+    #: Pin each worker to one core (the simulator assumes instances share no compute).
+    pin_cpus: bool = False
     chat_template: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -121,7 +124,13 @@ class ServeConfig:
             )
             for i in range(self.num_decode)
         ]
-        return prefill + decode
+        configs = prefill + decode
+        if not self.pin_cpus:
+            return configs
+        # Each worker on its own core, prefill first, round-robin over the cores this process
+        # may use (on one machine; a worker on another node pins to that node's cores).
+        cores = sorted(os.sched_getaffinity(0))
+        return [replace(c, cpu_affinity=(cores[i % len(cores)],)) for i, c in enumerate(configs)]
 
 
 class TandemServer:
