@@ -60,6 +60,15 @@ def serve_command(
         16384, help="KV capacity of each decode worker, in tokens."
     ),
     max_batch: int = typer.Option(64, help="Most requests in a decode worker's batch."),
+    prediction: str = typer.Option(
+        "none",
+        help="Remaining-length predictions in the decode workers: none, oracle (max_tokens - "
+        "generated for ignore_eos requests) or progress-mean (learned from finished requests).",
+    ),
+    prediction_refresh_tokens: int = typer.Option(20, help="Refresh predictions every N tokens."),
+    admission: str = typer.Option(
+        "greedy", help="Decode admission: greedy, or predictive (the predicted KV peak must fit)."
+    ),
     pin_cpus: bool = typer.Option(
         False, help="Pin each worker to its own CPU core (prefill first, round-robin)."
     ),
@@ -120,6 +129,9 @@ def serve_command(
         max_batch=max_batch,
         stream_interval_s=stream_interval_ms / 1000.0,
         pin_cpus=pin_cpus,
+        prediction=prediction,
+        prediction_refresh_tokens=prediction_refresh_tokens,
+        admission=admission,
         chat_template=template,
         device=device,
         seed=seed,

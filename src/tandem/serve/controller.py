@@ -74,6 +74,8 @@ class _Request:
     last_token_s: float | None = None
     num_output_tokens: int = 0
     decode_worker: int | None = None
+    max_new_tokens: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -213,7 +215,14 @@ class Controller:
         worker = self.prefill[index]
         queue: asyncio.Queue[Chunk] = asyncio.Queue()
         self._requests[request_id] = _Request(
-            request_id, number, len(prompt_token_ids), now, queue, worker
+            request_id,
+            number,
+            len(prompt_token_ids),
+            now,
+            queue,
+            worker,
+            max_new_tokens=params.max_new_tokens or 0,
+            ignore_eos=params.ignore_eos,
         )
         self._send(
             worker, PrefillTask(request_id, tuple(prompt_token_ids), params), len(prompt_token_ids)
@@ -338,7 +347,17 @@ class Controller:
         worker = self.decode[index]
         request.worker = worker
         request.decode_worker = worker.worker_id
-        self._send(worker, DecodeTask(request.request_id, kv_tokens, handoff), kv_tokens)
+        self._send(
+            worker,
+            DecodeTask(
+                request.request_id,
+                kv_tokens,
+                handoff,
+                max_new_tokens=request.max_new_tokens,
+                ignore_eos=request.ignore_eos,
+            ),
+            kv_tokens,
+        )
 
     def _record_token(
         self, request: _Request, handle: WorkerHandle, now: float, reason: str | None

@@ -22,8 +22,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from tandem.control.admission import can_admit, num_to_preempt
+from tandem.control.admission import can_admit, fits_predicted, num_to_preempt
 from tandem.serve.messages import DecodeTask, KVHandoff, StepEvent, WorkerStats
+from tandem.serve.prediction import LivePredictor
 from tandem.serve.transfer import receive, to_handoff, to_snapshot, without_kv
 from tandem.serve.worker import Worker, error_event
 
@@ -37,6 +38,7 @@ class _Waiting:
     #: What ``receive`` takes (a fresh hand-off), or the hand-off itself without KV (preempted).
     handoff: Any
     recompute: bool = False
+    generated: int = 1
 
 
 class DecodeWorker(Worker):
@@ -55,6 +57,13 @@ class DecodeWorker(Worker):
         self._transfer_s_total = 0.0
         self._transfer_rate = 0.0
         self._kv_bytes_per_token = self.kv_bytes_per_token()
+        # Per request: (max new tokens, ignore_eos), what predictions need.
+        self._limits: dict[str, tuple[int, bool]] = {}
+        self._predictor = LivePredictor(
+            self.config.prediction, refresh_tokens=self.config.prediction_refresh_tokens
+        )
+        if self.config.admission not in ("greedy", "predictive"):
+            raise ValueError(f"unknown admission '{self.config.admission}'")
 
     @property
     def kv_used_tokens(self) -> int:
@@ -69,8 +78,11 @@ class DecodeWorker(Worker):
                 f"{self.config.kv_capacity_tokens}"
             )
         self._waiting.append(_Waiting(task.request_id, task.kv_tokens, task.handoff))
+        self._limits[task.request_id] = (task.max_new_tokens, task.ignore_eos)
 
     def _abort(self, request_id: str) -> bool:
+        self._limits.pop(request_id, None)
+        self._predictor.forget(request_id)
         for waiting in self._waiting:
             if waiting.request_id == request_id:
                 self._waiting.remove(waiting)
@@ -90,8 +102,9 @@ class DecodeWorker(Worker):
         return bool(self._seq_by_request) or (bool(self._waiting) and self._head_fits())
 
     def _head_fits(self) -> bool:
-        return can_admit(
-            self._waiting[0].kv_tokens,
+        head = self._waiting[0]
+        fits = can_admit(
+            head.kv_tokens,
             kv_capacity_tokens=self.config.kv_capacity_tokens,
             kv_used_tokens=self.kv_used_tokens,
             kv_reserved_tokens=0,
@@ -99,6 +112,36 @@ class DecodeWorker(Worker):
             num_joining=0,
             max_batch_size=self.config.max_batch_size,
         )
+        if not fits or self.config.admission != "predictive" or not self._predictor.enabled:
+            return fits
+        if not self._seq_by_request:
+            return True  # an idle worker always admits, so nothing waits forever
+        # Predictive admission: the batch's projected KV peak with the head must fit. A request
+        # without a prediction is assumed to run to its max_tokens (the safe side).
+        batch = [
+            (float(self._tokens_by_request[r]), self._remaining_or_max(r, self._generated(r)))
+            for r in self._seq_by_request
+        ]
+        candidate = (float(head.kv_tokens), self._remaining_or_max(head.request_id, head.generated))
+        return fits_predicted(
+            batch,
+            candidate,
+            other_reserved_tokens=0.0,
+            kv_capacity_tokens=self.config.kv_capacity_tokens,
+        )
+
+    def _generated(self, request_id: str) -> int:
+        return self._tokens_by_request[request_id] - self._prompt_by_request[request_id]
+
+    def _remaining(self, request_id: str, generated: int) -> float | None:
+        limit, ignore_eos = self._limits.get(request_id, (0, False))
+        return self._predictor.remaining(request_id, generated, limit, ignore_eos)
+
+    def _remaining_or_max(self, request_id: str, generated: int) -> float:
+        predicted = self._remaining(request_id, generated)
+        if predicted is not None:
+            return predicted
+        return float(max(0, self._limits.get(request_id, (0, False))[0] - generated))
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -121,6 +164,12 @@ class DecodeWorker(Worker):
             if reason is None:
                 self._tokens_by_request[request_id] += 1
             else:
+                output = (
+                    self._tokens_by_request[request_id] + 1 - self._prompt_by_request[request_id]
+                )
+                self._predictor.finished(output, natural=reason == "eos")
+                self._predictor.forget(request_id)
+                self._limits.pop(request_id, None)
                 del self._request_by_seq[self._seq_by_request.pop(request_id)]
                 del self._tokens_by_request[request_id]
                 del self._prompt_by_request[request_id]
@@ -143,7 +192,10 @@ class DecodeWorker(Worker):
             del self._prompt_by_request[request_id]
             snapshot = self.runner.detach(seq_id)
             handoff = without_kv(to_handoff(request_id, snapshot, keep_kv=False))
-            self._waiting.appendleft(_Waiting(request_id, tokens, handoff, recompute=True))
+            generated = len(handoff.output_token_ids)
+            self._waiting.appendleft(
+                _Waiting(request_id, tokens, handoff, recompute=True, generated=generated)
+            )
             self._num_preemptions += 1
 
     def _join(self, waiting: _Waiting) -> None:
@@ -178,6 +230,7 @@ class DecodeWorker(Worker):
         self._seq_by_request.clear()
         self._tokens_by_request.clear()
         self._prompt_by_request.clear()
+        self._limits.clear()
         return failed
 
     def _make_stats(self) -> WorkerStats:
@@ -199,12 +252,13 @@ class DecodeWorker(Worker):
             generation_tokens_total=self._generated_total,
             num_steps=self._num_steps,
             running=tuple(
-                (r, p, self._tokens_by_request[r] - p) for r, p in self._prompt_by_request.items()
+                (r, p, g, self._remaining(r, g))
+                for r, p in self._prompt_by_request.items()
+                for g in (self._tokens_by_request[r] - p,)
             ),
-            waiting=tuple((w.request_id, w.kv_tokens, _generated(w)) for w in self._waiting),
+            waiting=tuple(
+                (w.request_id, w.kv_tokens, w.generated, self._remaining(w.request_id, w.generated))
+                for w in self._waiting
+            ),
+            predicting=self._predictor.enabled,
         )
-
-
-def _generated(waiting: _Waiting) -> int:
-    """Tokens a waiting request has generated: 1 (prefill's) unless it was preempted."""
-    return len(waiting.handoff.output_token_ids) if waiting.recompute else 1

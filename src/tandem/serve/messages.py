@@ -42,6 +42,11 @@ class WorkerConfig:
     torch_threads: int = 1
     #: CPU cores the worker's process may run on (``None``: wherever the OS puts it).
     cpu_affinity: tuple[int, ...] | None = None
+    #: Decode only: remaining-length prediction source (``serve.prediction``), its refresh
+    #: period in tokens, and admission ("greedy" or "predictive", ``control.admission``).
+    prediction: str = "none"
+    prediction_refresh_tokens: int = 20
+    admission: str = "greedy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,9 @@ class DecodeTask:
     request_id: str
     kv_tokens: int
     handoff: Any
+    #: What predictions need before the hand-off is fetched.
+    max_new_tokens: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +161,13 @@ class WorkerStats:
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     num_steps: int = 0
-    #: Decode only, per request: (request id, prompt tokens, tokens generated) of the running
-    #: batch in join order, and (request id, KV tokens needed, tokens generated) of the queue.
-    running: tuple[tuple[str, int, int], ...] = ()
-    waiting: tuple[tuple[str, int, int], ...] = ()
+    #: Decode only, per request: (request id, prompt tokens, tokens generated, predicted
+    #: remaining or None) of the running batch in join order, and (request id, KV tokens
+    #: needed, tokens generated, predicted remaining or None) of the queue.
+    running: tuple[tuple[str, int, int, float | None], ...] = ()
+    waiting: tuple[tuple[str, int, int, float | None], ...] = ()
+    #: Whether a prediction source runs (views then project KV from predictions).
+    predicting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

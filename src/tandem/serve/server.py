@@ -24,6 +24,7 @@ from typing import Any
 from tandem.errors import ConfigError
 from tandem.serve.backends import BACKENDS, Backend, RayOptions
 from tandem.serve.messages import ROLE_DECODE, ROLE_PREFILL, WorkerConfig
+from tandem.serve.prediction import SOURCES as PREDICTION_SOURCES
 
 log = logging.getLogger("tandem.serve")
 #: Default ``--max-waiting-requests``: this many waiting requests per decode batch slot.
@@ -54,6 +55,10 @@ class ServeConfig:
     stream_interval_s: float = 0.01
     #: Pin each worker to one core (the simulator assumes instances share no compute).
     pin_cpus: bool = False
+    #: Decode workers' remaining-length predictions and admission (``serve.prediction``).
+    prediction: str = "none"
+    prediction_refresh_tokens: int = 20
+    admission: str = "greedy"
     chat_template: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -75,6 +80,16 @@ class ServeConfig:
         for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag} must be >= 1, got {getattr(self, name)}")
+        if self.prediction not in PREDICTION_SOURCES:
+            raise ConfigError(
+                f"unknown --prediction '{self.prediction}'; known: {', '.join(PREDICTION_SOURCES)}"
+            )
+        if self.admission not in ("greedy", "predictive"):
+            raise ConfigError(f"unknown --admission '{self.admission}'; known: greedy, predictive")
+        if self.admission == "predictive" and self.prediction == "none":
+            raise ConfigError("--admission predictive needs --prediction oracle|progress-mean")
+        if self.prediction_refresh_tokens < 1:
+            raise ConfigError("--prediction-refresh-tokens must be >= 1")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{self.backend}'; known: {', '.join(BACKENDS)}")
         if not 0.0 <= self.stream_interval_s <= 1.0:
@@ -121,6 +136,9 @@ class ServeConfig:
                 max_batch_size=self.max_batch,
                 kv_capacity_tokens=self.decode_kv_tokens,
                 seed=self.seed,
+                prediction=self.prediction,
+                prediction_refresh_tokens=self.prediction_refresh_tokens,
+                admission=self.admission,
             )
             for i in range(self.num_decode)
         ]

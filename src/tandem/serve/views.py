@@ -82,21 +82,29 @@ class ServedDecodeView:
     def running(self) -> Sequence[RunningRequestView]:
         numbers = self.number_by_id
         return [
-            RunningRequestView(numbers[r], prompt, generated, prompt + generated)
-            for r, prompt, generated in self.stats.running
+            RunningRequestView(numbers[r], prompt, generated, prompt + generated, predicted)
+            for r, prompt, generated, predicted in self.stats.running
             if r in numbers
         ]
 
     def waiting(self) -> Sequence[WaitingRequestView]:
         numbers = self.number_by_id
         return [
-            WaitingRequestView(numbers[r], kv, generated)
-            for r, kv, generated in self.stats.waiting
+            WaitingRequestView(numbers[r], kv, generated, predicted)
+            for r, kv, generated, predicted in self.stats.waiting
             if r in numbers
         ]
 
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:
-        return None  # no prediction source in serving yet
+        """``kv_used + sum(min(predicted_remaining, horizon))``; a request without a prediction
+        counts the whole horizon (the safe side). ``None`` without a prediction source."""
+        if not self.stats.predicting:
+            return None
+        growth = sum(
+            min(horizon_tokens, predicted if predicted is not None else horizon_tokens)
+            for _, _, _, predicted in self.stats.running
+        )
+        return float(self.stats.kv_used_tokens + growth)
 
     def step_time_s(self) -> float:
         return self.stats.step_time_s if self.stats.num_running else 0.0
