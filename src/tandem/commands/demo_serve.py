@@ -43,7 +43,9 @@ def print_served_burst(backend: str, num_requests: int) -> None:
         url = thread.start(ready_timeout_s=300)
         typer.echo(f"  ready at {url} after {time.perf_counter() - start:.0f} s; measuring it")
         model = thread.server.front.model_name
-        profile, cost = _measure(url, model)
+        controller = thread.server.front.controller
+        kv = (controller.info.kv_bytes_per_token, thread.server.config.decode_kv_tokens)
+        profile, cost = _measure(url, model, kv)
         rate = DEMO_RATE_SHARE * _capacity_rps(profile, num_decode=2)
         _print_plan(cost, rate)
         typer.echo(f"  sending {num_requests} requests at {rate:.1f} req/s (Poisson)")
@@ -51,14 +53,11 @@ def print_served_burst(backend: str, num_requests: int) -> None:
     _print_comparison(backend, sent, duration, cost, num_requests)
 
 
-def _measure(url: str, model: str) -> tuple[dict[str, Any], Any]:
+def _measure(url: str, model: str, kv: tuple[int, int]) -> tuple[dict[str, Any], Any]:
     from tandem.bench.measure import measure_decode, measure_prefill, measured_profile
-    from tandem.commands.bench import Endpoint
-    from tandem.commands.profile_measure import kv_from_metrics
     from tandem.perf.measured_file import measured_from_mapping
 
-    bytes_per_token, capacity = kv_from_metrics(Endpoint(url, None))
-    assert bytes_per_token and capacity  # Tandem's /metrics reports both
+    bytes_per_token, capacity = kv  # the server's own (tandem profile measure reads /metrics)
     prompt = list(range(1, DEMO_INPUT_TOKENS + 1))
     prefill = asyncio.run(
         measure_prefill(url, model, prompt, DEMO_INPUT_TOKENS, concurrency=8, num_requests=32)

@@ -166,12 +166,14 @@ class Controller:
             raise ConfigError(self.failed)
         self.infos = list(infos)
         self.info = infos[0]
-        for handle in handles:
+        for handle, info in zip(handles, infos, strict=True):
             key = (handle.role, handle.worker_id)
+            # Until its first poll answers, a worker is idle with what its config and load say.
             self._stats[key] = WorkerStats(
                 worker_id=handle.worker_id,
                 role=handle.role,
                 kv_capacity_tokens=handle.config.kv_capacity_tokens,
+                kv_bytes_per_token=info.kv_bytes_per_token if handle.role == ROLE_DECODE else 0,
                 max_batch_size=handle.config.max_batch_size,
             )
             self._sent[key] = _Sent()
