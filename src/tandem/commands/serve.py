@@ -69,6 +69,11 @@ def serve_command(
     admission: str = typer.Option(
         "greedy", help="Decode admission: greedy, or predictive (the predicted KV peak must fit)."
     ),
+    shutdown_timeout: float = typer.Option(
+        30.0,
+        help="On SIGTERM or Ctrl-C: seconds running requests may take to finish (new "
+        "connections are refused meanwhile) before the workers stop.",
+    ),
     pin_cpus: bool = typer.Option(
         False, help="Pin each worker to its own CPU core (prefill first, round-robin)."
     ),
@@ -129,6 +134,7 @@ def serve_command(
         max_batch=max_batch,
         stream_interval_s=stream_interval_ms / 1000.0,
         pin_cpus=pin_cpus,
+        shutdown_timeout_s=shutdown_timeout,
         prediction=prediction,
         prediction_refresh_tokens=prediction_refresh_tokens,
         admission=admission,
@@ -193,6 +199,9 @@ async def _serve(config: object) -> None:
         else:
             ready.cancel()
     finally:
-        typer.echo("tandem serve: stopping")
+        typer.echo(
+            "tandem serve: stopping (requests in flight may finish within "
+            f"{config.shutdown_timeout_s:g} s)"
+        )
         with contextlib.suppress(Exception):
             await server.stop()

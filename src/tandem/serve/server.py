@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -53,6 +54,8 @@ class ServeConfig:
     max_prefill_tokens: int = 4096
     #: Decode workers report at most every this many seconds (0: every step).
     stream_interval_s: float = 0.01
+    #: On SIGTERM / stop: seconds requests in flight may take to finish before they are cut.
+    shutdown_timeout_s: float = 30.0
     #: Pin each worker to one core (the simulator assumes instances share no compute).
     pin_cpus: bool = False
     #: Decode workers' remaining-length predictions and admission (``serve.prediction``).
@@ -94,6 +97,8 @@ class ServeConfig:
             raise ConfigError(f"unknown backend '{self.backend}'; known: {', '.join(BACKENDS)}")
         if not 0.0 <= self.stream_interval_s <= 1.0:
             raise ConfigError("--stream-interval-ms must be in 0..1000")
+        if not 0 <= self.shutdown_timeout_s <= 3600:
+            raise ConfigError("--shutdown-timeout must be in 0..3600 seconds")
         if self.decode_kv_tokens < 2:
             raise ConfigError(f"--decode-kv-tokens must be >= 2, got {self.decode_kv_tokens}")
         if not 0 <= self.port <= 65535:
@@ -229,7 +234,10 @@ class TandemServer:
         self._load_task = asyncio.create_task(self._load(controller, name, self.front))
         app = build_app(self.front)
         uv_config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+            app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=math.ceil(self.config.shutdown_timeout_s),
         )
         self._uvicorn = uvicorn.Server(uv_config)
         self._serve_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]))
@@ -256,11 +264,13 @@ class TandemServer:
             raise ConfigError(self.front.controller.failed)
 
     async def stop(self) -> None:
+        """Graceful: stop accepting connections, let requests in flight finish (up to
+        ``shutdown_timeout_s``; the rest are cut), then stop the Controller and the workers."""
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._serve_task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._serve_task, 10)
+                await asyncio.wait_for(self._serve_task, self.config.shutdown_timeout_s + 10)
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
             with contextlib.suppress(BaseException):
