@@ -11,6 +11,30 @@ import pytest
 PROMPTS = ["Once upon a time", "The cat", "Tom and Sue went", "A little dog"]
 
 
+def assert_concurrent_outputs_are_greedy(url: str, stories) -> None:
+    """PROMPTS sent at once, 120 forced tokens each: every text equals the runner's alone."""
+    from tandem.engine.runner import ModelRunner
+    from tandem.engine.sampling import SamplingParams
+
+    def ask(prompt: str) -> str:
+        body = {
+            "model": "stories260K",
+            "prompt": prompt,
+            "max_tokens": 120,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        reply = httpx.post(f"{url}/v1/completions", timeout=120, json=body).json()
+        return reply["choices"][0]["text"]
+
+    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
+        served = list(pool.map(ask, PROMPTS))
+    params = SamplingParams(temperature=0.0, max_new_tokens=120, ignore_eos=True)
+    for prompt, text in zip(PROMPTS, served, strict=True):
+        alone = ModelRunner(stories).generate([stories.encode(prompt)], params)[0]
+        assert text == stories.decode(alone.output_token_ids), prompt
+
+
 @pytest.fixture(scope="module")
 def small_server():
     from tandem.serve.server import ServeConfig, ServerThread
@@ -22,31 +46,9 @@ def small_server():
 
 
 def test_overflow_preempts_and_recomputes_without_changing_greedy_output(small_server, stories):
-    from tandem.engine.runner import ModelRunner
-    from tandem.engine.sampling import SamplingParams
-
     url, thread = small_server
 
-    def ask(prompt: str) -> str:
-        body = httpx.post(
-            f"{url}/v1/completions",
-            timeout=120,
-            json={
-                "model": "stories260K",
-                "prompt": prompt,
-                "max_tokens": 120,
-                "temperature": 0,
-                "ignore_eos": True,
-            },
-        ).json()
-        return body["choices"][0]["text"]
-
-    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
-        served = list(pool.map(ask, PROMPTS))
-    params = SamplingParams(temperature=0.0, max_new_tokens=120, ignore_eos=True)
-    for prompt, text in zip(PROMPTS, served, strict=True):
-        alone = ModelRunner(stories).generate([stories.encode(prompt)], params)[0]
-        assert text == stories.decode(alone.output_token_ids), prompt
+    assert_concurrent_outputs_are_greedy(url, stories)
     stats = [s for s in thread.server.front.controller.worker_stats() if s.role == "decode"]
     assert stats[0].num_preemptions > 0  # 4 x ~125 tokens cannot share 260
     assert stats[0].kv_used_tokens == 0
@@ -85,31 +87,9 @@ def predictive_server():
 def test_predictive_admission_with_oracle_predictions_avoids_every_preemption(
     predictive_server, stories
 ):
-    from tandem.engine.runner import ModelRunner
-    from tandem.engine.sampling import SamplingParams
-
     url, thread = predictive_server
 
-    def ask(prompt: str) -> str:
-        body = httpx.post(
-            f"{url}/v1/completions",
-            timeout=120,
-            json={
-                "model": "stories260K",
-                "prompt": prompt,
-                "max_tokens": 120,
-                "temperature": 0,
-                "ignore_eos": True,
-            },
-        ).json()
-        return body["choices"][0]["text"]
-
-    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
-        served = list(pool.map(ask, PROMPTS))
-    params = SamplingParams(temperature=0.0, max_new_tokens=120, ignore_eos=True)
-    for prompt, text in zip(PROMPTS, served, strict=True):
-        alone = ModelRunner(stories).generate([stories.encode(prompt)], params)[0]
-        assert text == stories.decode(alone.output_token_ids), prompt
+    assert_concurrent_outputs_are_greedy(url, stories)
     decode = [s for s in thread.server.front.controller.worker_stats() if s.role == "decode"]
     assert decode[0].num_preemptions == 0  # the same load preempts under greedy admission
 
