@@ -21,6 +21,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -182,32 +184,13 @@ def _wait_nodes(address: str, count: int, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"Ray cluster at {address} did not reach {count} nodes")
 
 
-@pytest.fixture(scope="session")
-def ray_server(ray_cluster, tmp_path_factory):
-    """URL of ``tandem serve`` on the Ray cluster: prefill on node_a, decode on node_b."""
-    template = tmp_path_factory.mktemp("serve") / "chat.jinja"
-    template.write_text(CHAT_TEMPLATE)
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+@contextmanager
+def cli_server(args: list[str], log_path: Path) -> Iterator[str]:
+    """``tandem serve ARGS --port 0`` as a user runs it (a subprocess); its URL once healthy;
+    SIGINT (graceful) afterwards, then a kill of its session if it lingers."""
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [
-            TANDEM,
-            "serve",
-            "--port",
-            "0",
-            "--ray-address",
-            ray_cluster,
-            "--decode",
-            "1",
-            "--prefill-resources",
-            '{"node_a": 1}',
-            "--decode-resources",
-            '{"node_b": 1}',
-            "--chat-template",
-            str(template),
-            "--served-model-name",
-            "tiny-stories",
-        ],
+        [TANDEM, "serve", "--port", "0", *args],
         env=ray_env(),
         start_new_session=True,
         stdout=subprocess.PIPE,
@@ -229,3 +212,27 @@ def ray_server(ray_cluster, tmp_path_factory):
         except subprocess.TimeoutExpired:
             kill_sessions({proc.pid})
         log.close()
+
+
+@pytest.fixture(scope="session")
+def ray_server(ray_cluster, tmp_path_factory):
+    """URL of ``tandem serve`` on the Ray cluster: prefill on node_a, two decode workers on
+    node_b."""
+    template = tmp_path_factory.mktemp("serve") / "chat.jinja"
+    template.write_text(CHAT_TEMPLATE)
+    args = [
+        "--ray-address",
+        ray_cluster,
+        "--decode",
+        "2",
+        "--prefill-resources",
+        '{"node_a": 1}',
+        "--decode-resources",
+        '{"node_b": 1}',
+        "--chat-template",
+        str(template),
+        "--served-model-name",
+        "tiny-stories",
+    ]
+    with cli_server(args, tmp_path_factory.mktemp("serve") / "server.log") as url:
+        yield url

@@ -1,9 +1,16 @@
-"""``tandem serve`` on a real two-node Ray cluster: prefill on one node, decode on the other."""
+"""``tandem serve`` on a real two-node Ray cluster: prefill on one node, decode on the other.
+
+The last test kills a decode worker's process (SIGKILL): its request resumes on the other
+decode worker with no token lost or repeated. It runs last: the server stays degraded.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
+import time
 
 import httpx
 import openai
@@ -98,3 +105,64 @@ def test_kv_hand_offs_are_counted_in_metrics(ray_server):
         if line.startswith("tandem:kv_transfer_bytes_total{") and 'role="decode"' in line
     ]
     assert received and sum(received) > 0
+
+
+def _decode_pid_serving(url: str) -> int:
+    """The pid of the decode worker with a running request (from /metrics and /health)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            running = line.startswith("tandem:num_requests_running{") and 'role="decode"' in line
+            if running and float(line.rsplit(" ", 1)[1]) >= 1:
+                instance = int(line.split('instance="')[1].split('"')[0])
+                workers = httpx.get(f"{url}/health", timeout=10).json()["workers"]
+                return next(
+                    w["pid"] for w in workers if w["role"] == "decode" and w["id"] == instance
+                )
+        time.sleep(0.05)
+    raise AssertionError("no decode worker ever ran the request")
+
+
+def test_a_killed_decode_worker_loses_no_token_and_repeats_none(ray_server, stories):
+    from tandem.engine.runner import ModelRunner
+    from tandem.engine.sampling import SamplingParams
+
+    url = ray_server
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 480,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "stream_interval_ms": 0,
+    }
+    text, usage, killed = "", None, False
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]
+            for choice in event["choices"]:
+                text += choice["text"]
+            if not killed and len(text) > 40:
+                os.kill(_decode_pid_serving(url), signal.SIGKILL)
+                killed = True
+    assert killed
+    alone = ModelRunner(stories).generate(
+        [stories.encode(PROMPT)],
+        SamplingParams(temperature=0.0, max_new_tokens=480, ignore_eos=True),
+    )[0]
+    assert text == stories.decode(alone.output_token_ids)
+    assert usage is not None and usage["completion_tokens"] == 480
+    health = httpx.get(f"{url}/health", timeout=10)
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    after = httpx.post(
+        f"{url}/v1/completions",
+        timeout=60,
+        json={"model": MODEL, "prompt": PROMPT, "max_tokens": 8},
+    ).json()
+    assert after["usage"]["completion_tokens"] == 8  # the survivor serves new requests

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tandem.control.policies import make_dispatch, make_placement
 from tandem.control.views import NewRequestView
@@ -76,6 +76,10 @@ class _Request:
     decode_worker: int | None = None
     max_new_tokens: int = 0
     ignore_eos: bool = False
+    prompt_token_ids: tuple[int, ...] = ()
+    params: SamplingParams | None = None
+    #: Tokens already sent to the client (a request resumes after them if its worker dies).
+    sent_token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -213,8 +217,7 @@ class Controller:
         number = next(self._numbers)
         now = time.monotonic()
         view = NewRequestView(number, now - self._t0, len(prompt_token_ids))
-        index = self.dispatch.choose(view, self.prefill_views())
-        worker = self.prefill[index]
+        worker = self._choose_prefill(view)
         queue: asyncio.Queue[Chunk] = asyncio.Queue()
         self._requests[request_id] = _Request(
             request_id,
@@ -225,6 +228,8 @@ class Controller:
             worker,
             max_new_tokens=params.max_new_tokens or 0,
             ignore_eos=params.ignore_eos,
+            prompt_token_ids=tuple(prompt_token_ids),
+            params=params,
         )
         self._send(
             worker, PrefillTask(request_id, tuple(prompt_token_ids), params), len(prompt_token_ids)
@@ -251,9 +256,19 @@ class Controller:
 
     # -- views --------------------------------------------------------------------------------
 
+    def _live(self, handles: Sequence[WorkerHandle]) -> list[WorkerHandle]:
+        return [h for h in handles if (h.role, h.worker_id) not in self._dead]
+
+    def _choose_prefill(self, view: NewRequestView) -> WorkerHandle:
+        live = self._live(self.prefill)
+        if not live:
+            raise ConfigError("every prefill worker is gone")
+        return live[self.dispatch.choose(view, self.prefill_views())]
+
     def prefill_views(self) -> list[ServedPrefillView]:
+        """Views of the live prefill workers (what dispatch chooses among)."""
         views = []
-        for handle in self.prefill:
+        for handle in self._live(self.prefill):
             key = (handle.role, handle.worker_id)
             stats = self._stats[key]
             count, tokens = self._sent[key].unseen(stats.num_tasks_received)
@@ -261,9 +276,10 @@ class Controller:
         return views
 
     def decode_views(self) -> list[ServedDecodeView]:
+        """Views of the live decode workers (what placement chooses among)."""
         assert self.info is not None
         views = []
-        for handle in self.decode:
+        for handle in self._live(self.decode):
             key = (handle.role, handle.worker_id)
             stats = self._stats[key]
             count, tokens = self._sent[key].unseen(stats.num_tasks_received)
@@ -336,6 +352,7 @@ class Controller:
             if request is None:
                 continue  # aborted meanwhile (its KV, if any, is dropped with the message)
             reason = event.finish_reasons[row]
+            request.sent_token_ids.append(event.token_ids[row])
             self._record_token(request, handle, now, reason)
             request.queue.put_nowait(Chunk([event.token_ids[row]], reason))
             if reason is not None:
@@ -345,8 +362,11 @@ class Controller:
 
     def _place(self, request: _Request, handoff: object, kv_tokens: int) -> None:
         view = NewRequestView(request.number, request.arrival_s - self._t0, request.prompt_tokens)
-        index = self.placement.choose(view, self.decode_views())
-        worker = self.decode[index]
+        live = self._live(self.decode)
+        if not live:
+            self._fail_requests([request.request_id], "every decode worker is gone")
+            return
+        worker = live[self.placement.choose(view, self.decode_views())]
         request.worker = worker
         request.decode_worker = worker.worker_id
         self._send(
@@ -389,8 +409,41 @@ class Controller:
                 request.queue.put_nowait(Chunk([], "error", error=message))
 
     def _fail_worker(self, handle: WorkerHandle, message: str) -> None:
+        """A worker is gone: each of its requests resumes elsewhere, or fails if it cannot."""
         self._dead[(handle.role, handle.worker_id)] = message
         for request_id, request in list(self._requests.items()):
-            if request.worker is handle:
-                del self._requests[request_id]
-                request.queue.put_nowait(Chunk([], "error", error=message))
+            if request.worker is not handle:
+                continue
+            try:
+                self._resume(request)
+            except ConfigError as exc:
+                self._fail_requests([request_id], f"{message}; cannot resume: {exc}")
+
+    def _resume(self, request: _Request) -> None:
+        """Prefill the prompt plus the tokens already sent again, on a live prefill worker; the
+        stream goes on from the next token (none lost, none repeated; greedy output equals the
+        unfailed run's, a sampled one continues from a fresh draw of its seed)."""
+        assert request.params is not None
+        sent = len(request.sent_token_ids)
+        remaining = (request.params.max_new_tokens or 0) - sent
+        if remaining < 1:
+            del self._requests[request.request_id]
+            request.queue.put_nowait(Chunk([], "length"))
+            return
+        params = replace(
+            request.params,
+            max_new_tokens=remaining,
+            min_tokens=max(0, request.params.min_tokens - sent),
+        )
+        prompt = request.prompt_token_ids + tuple(request.sent_token_ids)
+        view = NewRequestView(request.number, request.arrival_s - self._t0, len(prompt))
+        worker = self._choose_prefill(view)
+        request.worker = worker
+        request.decode_worker = None
+        log.warning(
+            "request %s resumes on prefill worker %d after %d tokens",
+            request.request_id,
+            worker.worker_id,
+            sent,
+        )
+        self._send(worker, PrefillTask(request.request_id, prompt, params), len(prompt))
