@@ -81,7 +81,7 @@ def main() -> None:
                 time.sleep(0.2)
         from tandem.bench.openloop import RequestSpec, run_requests
 
-        specs = [RequestSpec(0.0, "hi", 1, args.tokens) for _ in range(args.streams)]
+        specs = [RequestSpec(0.0, "hi", args.tokens) for _ in range(args.streams)]
         cpu0 = time.process_time()
         result = asyncio.run(run_requests(url, "fast", specs, ignore_eos=False, timeout_s=120))
         cpu = time.process_time() - cpu0

@@ -34,6 +34,8 @@ import httpx
 import numpy as np
 import yaml
 
+from tandem.bench.measure import capacity_rps
+
 TANDEM = [sys.executable, "-m", "tandem"]
 KEYS = [(m, p) for m in ("ttft", "tpot") for p in ("median", "p90", "p99")]
 
@@ -50,20 +52,32 @@ def scaled_trace(path: Path, num_requests: int, context: int) -> dict[str, float
         for r, p, o in zip(reqs, prompt, output, strict=True):
             p_s = int(max(1, min(context // 2, round(p * scale))))
             o_s = int(max(2, min(context - p_s - 1, round(o * scale))))
-            fh.write(json.dumps({"timestamp": (r.arrival_s - first) * 1000.0,
-                                 "input_length": p_s, "output_length": o_s}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "timestamp": (r.arrival_s - first) * 1000.0,
+                        "input_length": p_s,
+                        "output_length": o_s,
+                    }
+                )
+                + "\n"
+            )
     span = reqs[-1].arrival_s - first
-    return {"scale": scale, "rate_rps": (len(reqs) - 1) / span if span > 0 else 0.0,
-            "mean_prompt": float(np.mean(np.clip(np.rint(prompt * scale), 1, context // 2))),
-            "mean_output": float(np.mean(np.clip(np.rint(output * scale), 2, None)))}
+    return {
+        "scale": scale,
+        "rate_rps": (len(reqs) - 1) / span if span > 0 else 0.0,
+        "mean_prompt": float(np.mean(np.clip(np.rint(prompt * scale), 1, context // 2))),
+        "mean_output": float(np.mean(np.clip(np.rint(output * scale), 2, None))),
+    }
 
 
 def start_server(pin: bool, log: Path) -> tuple[subprocess.Popen, str]:
     args = [*TANDEM, "serve", "--port", "0", "--prefill", "1", "--decode", "1"]
     if pin:
         args.append("--pin-cpus")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, start_new_session=True
+    )
     assert proc.stdout is not None
     match = re.search(r"http://[0-9.]+:\d+", proc.stdout.readline())
     if not match:
@@ -79,18 +93,12 @@ def start_server(pin: bool, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def run(args: list[str]) -> str:
-    done = subprocess.run([*TANDEM, *args], capture_output=True, text=True, timeout=1800,
-                          check=False)
+    done = subprocess.run(
+        [*TANDEM, *args], capture_output=True, text=True, timeout=1800, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"tandem {' '.join(args[:2])} failed:\n{done.stderr[-2000:]}")
     return done.stdout
-
-
-def capacity_rps(profile: dict, mean_prompt: float, mean_output: float) -> float:
-    prefill = profile["prefill"]["points"][0]["max_throughput_tokens_per_s"] / mean_prompt
-    top = profile["decode"]["points"][-1]
-    decode = top["batch_size"] / (top["tpot_ms"] / 1e3) / mean_output
-    return min(prefill, decode)
 
 
 def main() -> None:
@@ -111,13 +119,29 @@ def main() -> None:
         context = int(httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["max_model_len"])
         trace = out / "azure-conv-scaled.jsonl"
         info = scaled_trace(trace, args.num_requests, context)
-        print(f"trace: {args.num_requests} azure-conv requests, lengths x{info['scale']:.3f} "
-              f"(mean prompt {info['mean_prompt']:.0f}, output {info['mean_output']:.0f}), "
-              f"{info['rate_rps']:.2f} req/s as recorded", flush=True)
+        print(
+            f"trace: {args.num_requests} azure-conv requests, lengths x{info['scale']:.3f} "
+            f"(mean prompt {info['mean_prompt']:.0f}, output {info['mean_output']:.0f}), "
+            f"{info['rate_rps']:.2f} req/s as recorded",
+            flush=True,
+        )
         profile_path = out / "measured.yaml"
-        run(["profile", "measure", "--base-url", url, "--input-len",
-             str(round(info["mean_prompt"])), "--output-len", str(round(info["mean_output"])),
-             "--concurrency", "1,2,4,8,16,32", "--out", str(profile_path)])
+        run(
+            [
+                "profile",
+                "measure",
+                "--base-url",
+                url,
+                "--input-len",
+                str(round(info["mean_prompt"])),
+                "--output-len",
+                str(round(info["mean_output"])),
+                "--concurrency",
+                "1,2,4,8,16,32",
+                "--out",
+                str(profile_path),
+            ]
+        )
         profile = yaml.safe_load(profile_path.read_text())
         cap = capacity_rps(profile, info["mean_prompt"], info["mean_output"])
         print(f"measured profile: {profile_path}; predicted capacity {cap:.1f} req/s", flush=True)
@@ -126,12 +150,42 @@ def main() -> None:
             for rep in range(args.repeats):
                 tag = f"load{load:g}-rep{rep}"
                 saved, measured = out / f"{tag}.requests.jsonl", out / f"{tag}.bench.json"
-                run(["bench", "serve", "--base-url", url, "-w", str(trace), "--rate-scale",
-                     f"{scale:.6f}", "--num-prompts", str(args.num_requests),
-                     "--save-requests", str(saved), "--json", str(measured)])
-                sim = json.loads(run(["simulate", "-w", str(saved), "--profile",
-                                      str(profile_path), "--prefill", "1", "--decode", "1",
-                                      "--max-batch", "64", "--json"]))
+                run(
+                    [
+                        "bench",
+                        "serve",
+                        "--base-url",
+                        url,
+                        "-w",
+                        str(trace),
+                        "--rate-scale",
+                        f"{scale:.6f}",
+                        "--num-prompts",
+                        str(args.num_requests),
+                        "--save-requests",
+                        str(saved),
+                        "--json",
+                        str(measured),
+                    ]
+                )
+                sim = json.loads(
+                    run(
+                        [
+                            "simulate",
+                            "-w",
+                            str(saved),
+                            "--profile",
+                            str(profile_path),
+                            "--prefill",
+                            "1",
+                            "--decode",
+                            "1",
+                            "--max-batch",
+                            "64",
+                            "--json",
+                        ]
+                    )
+                )
                 meas = json.loads(measured.read_text())
                 row = {"load": load, "rep": rep, "completed": meas["completed"]}
                 for metric, pct in KEYS:
@@ -139,10 +193,15 @@ def main() -> None:
                     row[f"meas_{key}"], row[f"sim_{key}"] = meas[key], sim[key]
                     row[f"err_{key}"] = (sim[key] - meas[key]) / meas[key] if meas[key] else 0.0
                 rows.append(row)
-                print(f"  load {load:g} rep {rep}: " + "  ".join(
-                    f"{m}_{p}: sim {row[f'sim_{p}_{m}_ms']:.1f} / meas "
-                    f"{row[f'meas_{p}_{m}_ms']:.1f} ms ({100 * row[f'err_{p}_{m}_ms']:+.0f}%)"
-                    for m, p in KEYS), flush=True)
+                print(
+                    f"  load {load:g} rep {rep}: "
+                    + "  ".join(
+                        f"{m}_{p}: sim {row[f'sim_{p}_{m}_ms']:.1f} / meas "
+                        f"{row[f'meas_{p}_{m}_ms']:.1f} ms ({100 * row[f'err_{p}_{m}_ms']:+.0f}%)"
+                        for m, p in KEYS
+                    ),
+                    flush=True,
+                )
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -152,15 +211,22 @@ def main() -> None:
     (out / "fidelity.json").write_text(json.dumps(rows, indent=2))
     for load in loads:
         sel = [r for r in rows if r["load"] == load]
-        spread = {f"{m}_{p}": statistics.pstdev([r[f"meas_{p}_{m}_ms"] for r in sel])
-                  / max(1e-9, statistics.mean([r[f"meas_{p}_{m}_ms"] for r in sel]))
-                  for m, p in KEYS}
-        print(f"load {load:g}: run-to-run spread (CV of the measured figure) "
-              + ", ".join(f"{k} {v:.2f}" for k, v in spread.items()))
+        spread = {
+            f"{m}_{p}": statistics.pstdev([r[f"meas_{p}_{m}_ms"] for r in sel])
+            / max(1e-9, statistics.mean([r[f"meas_{p}_{m}_ms"] for r in sel]))
+            for m, p in KEYS
+        }
+        print(
+            f"load {load:g}: run-to-run spread (CV of the measured figure) "
+            + ", ".join(f"{k} {v:.2f}" for k, v in spread.items())
+        )
     names = {"median": "p50", "p90": "p90", "p99": "p99"}
-    print(" ".join(
-        f"{m}_{names[p]}_err={statistics.mean(abs(r[f'err_{p}_{m}_ms']) for r in rows):.3f}"
-        for m, p in KEYS))
+    print(
+        " ".join(
+            f"{m}_{names[p]}_err={statistics.mean(abs(r[f'err_{p}_{m}_ms']) for r in rows):.3f}"
+            for m, p in KEYS
+        )
+    )
 
 
 if __name__ == "__main__":

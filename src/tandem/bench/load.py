@@ -162,27 +162,22 @@ async def run_load(
     """
     if concurrency < 1 or num_requests < 1:
         raise ValueError("concurrency and num_requests must be >= 1")
-    url = completions_url(base_url)
-    payload = build_payload(
-        model, prompt, max_tokens, ignore_eos=ignore_eos, temperature=temperature
+    from tandem.bench.openloop import RequestSpec, run_requests
+
+    # Closed loop: everyone "arrives" at once and waits for one of ``concurrency`` slots.
+    specs = [RequestSpec(0.0, prompt, max_tokens) for _ in range(num_requests)]
+    start_cpu_s = time.process_time()
+    result = await run_requests(
+        base_url,
+        model,
+        specs,
+        max_concurrency=concurrency,
+        ignore_eos=ignore_eos,
+        temperature=temperature,
+        timeout_s=timeout_s,
     )
-    streams: list[StreamRecord] = []
-    next_index = 0
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        nonlocal next_index
-        while next_index < num_requests:  # closed loop: next request when the last ends
-            next_index += 1
-            streams.append(await send_one(client, url, payload, timeout_s))
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
-    start_s, start_cpu_s = time.perf_counter(), time.process_time()
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        clients = min(concurrency, num_requests)
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
-    duration_s = time.perf_counter() - start_s
-    out = summarize(streams, concurrency, duration_s)
+    streams = [r for r in result.records if r is not None]
+    out = summarize(streams, concurrency, result.duration_s)
     # On a small shared box the client competes with the server for CPU: say how much it took.
     out["client_cpu_s"] = time.process_time() - start_cpu_s
     return out

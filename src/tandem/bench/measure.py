@@ -66,11 +66,11 @@ async def measure_prefill(
     headers: dict[str, str] | None = None,
 ) -> PrefillMeasurement:
     """Maximum prefill throughput at ``input_len`` and the request overhead."""
-    alone = [RequestSpec(0.0, prompt, input_len, 1) for _ in range(5)]
+    alone = [RequestSpec(0.0, prompt, 1) for _ in range(5)]
     first = await run_requests(
         base_url, model, alone, max_concurrency=1, ignore_eos=True, headers=headers
     )
-    saturated = [RequestSpec(0.0, prompt, input_len, 1) for _ in range(num_requests)]
+    saturated = [RequestSpec(0.0, prompt, 1) for _ in range(num_requests)]
     loaded = await run_requests(
         base_url, model, saturated, max_concurrency=concurrency, ignore_eos=True, headers=headers
     )
@@ -137,7 +137,7 @@ async def measure_decode(
     headers: dict[str, str] | None = None,
 ) -> DecodeMeasurement:
     """TPOT at ``concurrency`` closed-loop clients and the decode batch it makes."""
-    specs = [RequestSpec(0.0, prompt, input_len, output_len) for _ in range(concurrency * rounds)]
+    specs = [RequestSpec(0.0, prompt, output_len) for _ in range(concurrency * rounds)]
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=headers) as client:
         sampler = asyncio.create_task(_sample_batch(client, stop))
@@ -195,3 +195,15 @@ def measured_profile(
         "decode": {"points": points},
         "kv": {"bytes_per_token": kv_bytes_per_token, "capacity_tokens": kv_capacity_tokens},
     }
+
+
+def capacity_rps(
+    profile: dict[str, Any], mean_prompt: float, mean_output: float, num_decode: int = 1
+) -> float:
+    """Requests per second a 1P``num_decode``D cluster of a measured profile (a mapping from
+    ``measured_profile``) sustains: the lower of prefill's throughput at its measured length and
+    decode's throughput at its largest measured batch."""
+    prefill = profile["prefill"]["points"][0]["max_throughput_tokens_per_s"] / mean_prompt
+    top = profile["decode"]["points"][-1]
+    decode = num_decode * top["batch_size"] / (top["tpot_ms"] / 1e3) / mean_output
+    return min(prefill, decode)

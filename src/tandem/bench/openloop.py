@@ -29,7 +29,6 @@ class RequestSpec:
 
     arrival_s: float
     prompt: str | list[int]
-    prompt_tokens: int
     max_tokens: int
 
 
@@ -78,7 +77,7 @@ def plan_requests(
         else:
             prompt = " ".join(["hello"] * prompt_len)
         arrival = (request.arrival_s - first) / rate_scale
-        specs.append(RequestSpec(arrival, prompt, prompt_len, max(1, output_len)))
+        specs.append(RequestSpec(arrival, prompt, max(1, output_len)))
     return PlannedRequests(tuple(specs), clipped)
 
 

@@ -58,11 +58,17 @@ def parse_goodput(text: str) -> SLO:
     return SLO(**kwargs)
 
 
-def _floats(text: str, flag: str) -> list[float]:
+def number_list(text: str, flag: str, kind: type[float] | type[int] = float) -> list[Any]:
+    """``"1,2.5,4"`` as numbers of ``kind``; an error naming ``flag`` if one is not a number."""
+    noun = "integers" if kind is int else "numbers"
     try:
-        values = [float(x) for x in text.split(",") if x.strip()]
+        return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
+        raise ConfigError(f"{flag}: expected {noun} separated by commas, got {text!r}") from None
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    values = number_list(text, flag)
     if not values or not all(0 < v < 100 for v in values):
         raise ConfigError(f"{flag}: percentiles must be in (0, 100), got {text!r}")
     return values
@@ -497,10 +503,7 @@ def bench_sweep(
 
 
 def _positive(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
+    values = number_list(text, flag)
     if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise ConfigError(f"{flag}: every level must be a number > 0, got {text!r}")
     return sorted(values)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from tandem.bench.measure import capacity_rps
 from tandem.commands._output import print_table
 
 DEMO_INPUT_TOKENS = 32
@@ -46,7 +47,9 @@ def print_served_burst(backend: str, num_requests: int) -> None:
         controller = thread.server.front.controller
         kv = (controller.info.kv_bytes_per_token, thread.server.config.decode_kv_tokens)
         profile, cost = _measure(url, model, kv)
-        rate = DEMO_RATE_SHARE * _capacity_rps(profile, num_decode=2)
+        rate = DEMO_RATE_SHARE * capacity_rps(
+            profile, DEMO_INPUT_TOKENS, DEMO_OUTPUT_TOKENS, num_decode=2
+        )
         _print_plan(cost, rate)
         typer.echo(f"  sending {num_requests} requests at {rate:.1f} req/s (Poisson)")
         sent, duration = _burst(url, model, num_requests, rate)
@@ -81,13 +84,6 @@ def _measure(url: str, model: str, kv: tuple[int, int]) -> tuple[dict[str, Any],
     return doc, measured_from_mapping(doc, "the demo's measured profile")
 
 
-def _capacity_rps(profile: dict[str, Any], num_decode: int) -> float:
-    prefill = profile["prefill"]["points"][0]["max_throughput_tokens_per_s"] / DEMO_INPUT_TOKENS
-    top = profile["decode"]["points"][-1]
-    decode = num_decode * top["batch_size"] / (top["tpot_ms"] / 1e3) / DEMO_OUTPUT_TOKENS
-    return min(prefill, decode)
-
-
 def _print_plan(cost: Any, rate: float) -> None:
     from tandem.metrics.serving import parse_slo
     from tandem.plan.inputs import shape_from_means
@@ -119,7 +115,7 @@ def _burst(url: str, model: str, n: int, rate: float) -> tuple[list[Any], float]
     gaps = np.random.default_rng(0).exponential(1.0 / rate, size=n)
     arrivals = np.concatenate([[0.0], np.cumsum(gaps[1:])])
     prompt = list(range(1, DEMO_INPUT_TOKENS + 1))
-    specs = [RequestSpec(float(a), prompt, DEMO_INPUT_TOKENS, DEMO_OUTPUT_TOKENS) for a in arrivals]
+    specs = [RequestSpec(float(a), prompt, DEMO_OUTPUT_TOKENS) for a in arrivals]
     result = asyncio.run(run_requests(url, model, specs, ignore_eos=True, timeout_s=120))
     sent = [r for r in result.records if r is not None]
     return sent, result.duration_s

@@ -17,17 +17,12 @@ import typer
 import yaml
 
 from tandem.commands._output import print_table
-from tandem.commands.bench import Endpoint
+from tandem.commands.bench import Endpoint, number_list
 from tandem.errors import ConfigError
 
 
 def _levels(text: str) -> list[int]:
-    try:
-        levels = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise ConfigError(
-            f"--concurrency: expected integers separated by commas, got {text!r}"
-        ) from None
+    levels = sorted(set(number_list(text, "--concurrency", int)))
     if not levels or levels[0] < 1:
         raise ConfigError(f"--concurrency: every level must be >= 1, got {text!r}")
     return levels

@@ -66,20 +66,20 @@ class Chunk:
 class _Request:
     request_id: str
     number: int
-    prompt_tokens: int
+    prompt_token_ids: tuple[int, ...]
+    params: SamplingParams
     arrival_s: float
     queue: asyncio.Queue[Chunk]
     worker: WorkerHandle
     first_token_s: float | None = None
     last_token_s: float | None = None
-    num_output_tokens: int = 0
     decode_worker: int | None = None
-    max_new_tokens: int = 0
-    ignore_eos: bool = False
-    prompt_token_ids: tuple[int, ...] = ()
-    params: SamplingParams | None = None
     #: Tokens already sent to the client (a request resumes after them if its worker dies).
     sent_token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
 
 
 @dataclass
@@ -219,21 +219,11 @@ class Controller:
         view = NewRequestView(number, now - self._t0, len(prompt_token_ids))
         worker = self._choose_prefill(view)
         queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        prompt = tuple(prompt_token_ids)
         self._requests[request_id] = _Request(
-            request_id,
-            number,
-            len(prompt_token_ids),
-            now,
-            queue,
-            worker,
-            max_new_tokens=params.max_new_tokens or 0,
-            ignore_eos=params.ignore_eos,
-            prompt_token_ids=tuple(prompt_token_ids),
-            params=params,
+            request_id, number, prompt, params, now, queue, worker
         )
-        self._send(
-            worker, PrefillTask(request_id, tuple(prompt_token_ids), params), len(prompt_token_ids)
-        )
+        self._send(worker, PrefillTask(request_id, prompt, params), len(prompt))
         return queue
 
     def abort(self, request_id: str) -> None:
@@ -303,9 +293,7 @@ class Controller:
     def _send(self, worker: WorkerHandle, task: PrefillTask | DecodeTask, tokens: int) -> None:
         key = (worker.role, worker.worker_id)
         if key in self._dead:
-            request = self._requests.pop(task.request_id, None)
-            if request is not None:
-                request.queue.put_nowait(Chunk([], "error", error=self._dead[key]))
+            self._fail_requests([task.request_id], self._dead[key])
             return
         sent = self._sent[key]
         sent.tokens.append(tokens)
@@ -341,11 +329,7 @@ class Controller:
 
     def _on_event(self, handle: WorkerHandle, event: StepEvent, now: float) -> None:
         if event.kind == "error":
-            for request_id in event.request_ids:
-                request = self._requests.pop(request_id, None)
-                if request is not None:
-                    log.warning("request %s failed: %s", request_id, event.error)
-                    request.queue.put_nowait(Chunk([], "error", error=event.error))
+            self._fail_requests(event.request_ids, event.error or "the worker failed the request")
             return
         for row, request_id in enumerate(event.request_ids):
             request = self._requests.get(request_id)
@@ -375,8 +359,8 @@ class Controller:
                 request.request_id,
                 kv_tokens,
                 handoff,
-                max_new_tokens=request.max_new_tokens,
-                ignore_eos=request.ignore_eos,
+                max_new_tokens=request.params.max_new_tokens or 0,
+                ignore_eos=request.params.ignore_eos,
             ),
             kv_tokens,
         )
@@ -384,7 +368,6 @@ class Controller:
     def _record_token(
         self, request: _Request, handle: WorkerHandle, now: float, reason: str | None
     ) -> None:
-        request.num_output_tokens += 1
         metrics = self.metrics
         if request.first_token_s is None:
             request.first_token_s = now
@@ -399,13 +382,15 @@ class Controller:
                 worker,
                 e2e_s=now - request.arrival_s,
                 ttft_s=request.first_token_s - request.arrival_s,
-                num_output_tokens=request.num_output_tokens,
+                num_output_tokens=len(request.sent_token_ids),
             )
 
     def _fail_requests(self, request_ids: Sequence[str], message: str) -> None:
+        """End these requests (those still in flight) with an error on their streams."""
         for request_id in request_ids:
             request = self._requests.pop(request_id, None)
             if request is not None:
+                log.warning("request %s failed: %s", request_id, message)
                 request.queue.put_nowait(Chunk([], "error", error=message))
 
     def _fail_worker(self, handle: WorkerHandle, message: str) -> None:
@@ -423,7 +408,6 @@ class Controller:
         """Prefill the prompt plus the tokens already sent again, on a live prefill worker; the
         stream goes on from the next token (none lost, none repeated; greedy output equals the
         unfailed run's, a sampled one continues from a fresh draw of its seed)."""
-        assert request.params is not None
         sent = len(request.sent_token_ids)
         remaining = (request.params.max_new_tokens or 0) - sent
         if remaining < 1:

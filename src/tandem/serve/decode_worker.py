@@ -25,7 +25,7 @@ from typing import Any
 from tandem.control.admission import can_admit, fits_predicted, num_to_preempt
 from tandem.serve.messages import DecodeTask, KVHandoff, StepEvent, WorkerStats
 from tandem.serve.prediction import LivePredictor
-from tandem.serve.transfer import receive, to_handoff, to_snapshot, without_kv
+from tandem.serve.transfer import receive, to_handoff, to_snapshot
 from tandem.serve.worker import Worker, error_event
 
 _EMA_WEIGHT = 0.2
@@ -41,16 +41,28 @@ class _Waiting:
     generated: int = 1
 
 
+@dataclass(slots=True)
+class _Running:
+    """A request in the runner's batch."""
+
+    seq_id: int
+    prompt_tokens: int
+    #: KV tokens it holds: prompt plus tokens generated so far.
+    num_tokens: int
+
+    @property
+    def generated(self) -> int:
+        return self.num_tokens - self.prompt_tokens
+
+
 class DecodeWorker(Worker):
     """See the module docstring."""
 
     def _on_loaded(self) -> None:
         self._waiting: deque[_Waiting] = deque()
         self._request_by_seq: dict[int, str] = {}
-        # Running requests in the order they joined (the last is the newest): id -> seq id.
-        self._seq_by_request: OrderedDict[str, int] = OrderedDict()
-        self._tokens_by_request: dict[str, int] = {}
-        self._prompt_by_request: dict[str, int] = {}
+        # Running requests in the order they joined (the last is the newest).
+        self._running: OrderedDict[str, _Running] = OrderedDict()
         self._num_preemptions = 0
         self._generated_total = 0
         self._transfer_bytes_total = 0
@@ -67,7 +79,13 @@ class DecodeWorker(Worker):
 
     @property
     def kv_used_tokens(self) -> int:
-        return sum(self._tokens_by_request.values())
+        return sum(r.num_tokens for r in self._running.values())
+
+    def _leave(self, request_id: str) -> _Running:
+        """Take a request out of the running batch's bookkeeping (not out of the runner)."""
+        running = self._running.pop(request_id)
+        del self._request_by_seq[running.seq_id]
+        return running
 
     def _accept(self, task: Any) -> None:
         if not isinstance(task, DecodeTask):
@@ -87,19 +105,15 @@ class DecodeWorker(Worker):
             if waiting.request_id == request_id:
                 self._waiting.remove(waiting)
                 return True
-        seq_id = self._seq_by_request.pop(request_id, None)
-        if seq_id is None:
+        if request_id not in self._running:
             return False
-        self.runner.abort(seq_id)
-        del self._request_by_seq[seq_id]
-        del self._tokens_by_request[request_id]
-        del self._prompt_by_request[request_id]
+        self.runner.abort(self._leave(request_id).seq_id)
         return True
 
     def _has_work(self) -> bool:
         if self.runner is None:
             return False
-        return bool(self._seq_by_request) or (bool(self._waiting) and self._head_fits())
+        return bool(self._running) or (bool(self._waiting) and self._head_fits())
 
     def _head_fits(self) -> bool:
         head = self._waiting[0]
@@ -108,19 +122,19 @@ class DecodeWorker(Worker):
             kv_capacity_tokens=self.config.kv_capacity_tokens,
             kv_used_tokens=self.kv_used_tokens,
             kv_reserved_tokens=0,
-            num_running=len(self._seq_by_request),
+            num_running=len(self._running),
             num_joining=0,
             max_batch_size=self.config.max_batch_size,
         )
         if not fits or self.config.admission != "predictive" or not self._predictor.enabled:
             return fits
-        if not self._seq_by_request:
+        if not self._running:
             return True  # an idle worker always admits, so nothing waits forever
         # Predictive admission: the batch's projected KV peak with the head must fit. A request
         # without a prediction is assumed to run to its max_tokens (the safe side).
         batch = [
-            (float(self._tokens_by_request[r]), self._remaining_or_max(r, self._generated(r)))
-            for r in self._seq_by_request
+            (float(r.num_tokens), self._remaining_or_max(request_id, r.generated))
+            for request_id, r in self._running.items()
         ]
         candidate = (float(head.kv_tokens), self._remaining_or_max(head.request_id, head.generated))
         return fits_predicted(
@@ -129,9 +143,6 @@ class DecodeWorker(Worker):
             other_reserved_tokens=0.0,
             kv_capacity_tokens=self.config.kv_capacity_tokens,
         )
-
-    def _generated(self, request_id: str) -> int:
-        return self._tokens_by_request[request_id] - self._prompt_by_request[request_id]
 
     def _remaining(self, request_id: str, generated: int) -> float | None:
         limit, ignore_eos = self._limits.get(request_id, (0, False))
@@ -154,7 +165,7 @@ class DecodeWorker(Worker):
                 self._join(waiting)
             except Exception as exc:  # a hand-off that cannot be fetched fails its request only
                 events.append(error_event([waiting.request_id], f"KV hand-off failed: {exc}"))
-        if not self._seq_by_request:
+        if not self._running:
             return events
         out = self.runner.step()
         if out is None:
@@ -162,23 +173,18 @@ class DecodeWorker(Worker):
         request_ids = tuple(self._request_by_seq[s] for s in out.seq_ids)
         for request_id, reason in zip(request_ids, out.finish_reasons, strict=True):
             if reason is None:
-                self._tokens_by_request[request_id] += 1
+                self._running[request_id].num_tokens += 1
             else:
-                output = (
-                    self._tokens_by_request[request_id] + 1 - self._prompt_by_request[request_id]
-                )
+                output = self._leave(request_id).generated + 1  # the last token holds no KV
                 self._predictor.finished(output, natural=reason == "eos")
                 self._predictor.forget(request_id)
                 self._limits.pop(request_id, None)
-                del self._request_by_seq[self._seq_by_request.pop(request_id)]
-                del self._tokens_by_request[request_id]
-                del self._prompt_by_request[request_id]
         self.runner.collect_finished()
         self._generated_total += len(request_ids)
         return [*events, StepEvent("decode", request_ids, out.token_ids, out.finish_reasons)]
 
     def _preempt_if_needed(self) -> None:
-        newest_first = [self._tokens_by_request[r] for r in reversed(self._seq_by_request)]
+        newest_first = [r.num_tokens for r in reversed(self._running.values())]
         count = num_to_preempt(
             newest_first,
             kv_capacity_tokens=self.config.kv_capacity_tokens,
@@ -186,15 +192,15 @@ class DecodeWorker(Worker):
             kv_reserved_tokens=0,
         )
         for _ in range(min(count, len(newest_first) - 1)):  # never the last one: it fits alone
-            request_id, seq_id = self._seq_by_request.popitem(last=True)
-            del self._request_by_seq[seq_id]
-            tokens = self._tokens_by_request.pop(request_id)
-            del self._prompt_by_request[request_id]
-            snapshot = self.runner.detach(seq_id)
-            handoff = without_kv(to_handoff(request_id, snapshot, keep_kv=False))
+            request_id = next(reversed(self._running))
+            running = self._leave(request_id)
+            snapshot = self.runner.detach(running.seq_id)
+            handoff = to_handoff(request_id, snapshot, keep_kv=False)
             generated = len(handoff.output_token_ids)
             self._waiting.appendleft(
-                _Waiting(request_id, tokens, handoff, recompute=True, generated=generated)
+                _Waiting(
+                    request_id, running.num_tokens, handoff, recompute=True, generated=generated
+                )
             )
             self._num_preemptions += 1
 
@@ -210,9 +216,9 @@ class DecodeWorker(Worker):
             self._record_transfer(handoff.kv_bytes, time.perf_counter() - start)
         seq_id = self.runner.attach(snapshot)
         self._request_by_seq[seq_id] = waiting.request_id
-        self._seq_by_request[waiting.request_id] = seq_id
-        self._tokens_by_request[waiting.request_id] = handoff.num_tokens
-        self._prompt_by_request[waiting.request_id] = len(handoff.prompt_token_ids)
+        self._running[waiting.request_id] = _Running(
+            seq_id, len(handoff.prompt_token_ids), handoff.num_tokens
+        )
 
     def _record_transfer(self, num_bytes: int, seconds: float) -> None:
         self._transfer_bytes_total += num_bytes
@@ -222,14 +228,12 @@ class DecodeWorker(Worker):
             self._transfer_rate = (1 - w) * self._transfer_rate + w * num_bytes / seconds
 
     def _fail_all(self) -> list[str]:
-        failed = [w.request_id for w in self._waiting] + list(self._seq_by_request)
+        failed = [w.request_id for w in self._waiting] + list(self._running)
         for seq_id in list(self._request_by_seq):
             self.runner.abort(seq_id)
         self._waiting.clear()
         self._request_by_seq.clear()
-        self._seq_by_request.clear()
-        self._tokens_by_request.clear()
-        self._prompt_by_request.clear()
+        self._running.clear()
         self._limits.clear()
         return failed
 
@@ -237,7 +241,7 @@ class DecodeWorker(Worker):
         return WorkerStats(
             worker_id=self.config.worker_id,
             role=self.config.role,
-            num_running=len(self._seq_by_request),
+            num_running=len(self._running),
             num_waiting=len(self._waiting),
             kv_used_tokens=self.kv_used_tokens,
             kv_waiting_tokens=sum(w.kv_tokens for w in self._waiting),
@@ -252,9 +256,8 @@ class DecodeWorker(Worker):
             generation_tokens_total=self._generated_total,
             num_steps=self._num_steps,
             running=tuple(
-                (r, p, g, self._remaining(r, g))
-                for r, p in self._prompt_by_request.items()
-                for g in (self._tokens_by_request[r] - p,)
+                (request_id, r.prompt_tokens, r.generated, self._remaining(request_id, r.generated))
+                for request_id, r in self._running.items()
             ),
             waiting=tuple(
                 (w.request_id, w.kv_tokens, w.generated, self._remaining(w.request_id, w.generated))

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -60,10 +59,6 @@ def to_snapshot(
         generator_state=torch.from_numpy(np.array(handoff.generator_state)),
         kv_by_layer=kv,
     )
-
-
-def without_kv(handoff: KVHandoff) -> KVHandoff:
-    return replace(handoff, keys=(), values=())
 
 
 def ship(handoff: KVHandoff, transport: str) -> Any:
