@@ -71,11 +71,15 @@ class DecodeWorker(Worker):
         self._kv_bytes_per_token = self.kv_bytes_per_token()
         # Per request: (max new tokens, ignore_eos), what predictions need.
         self._limits: dict[str, tuple[int, bool]] = {}
+        if self.config.admission not in ("greedy", "predictive"):
+            raise ValueError(f"unknown admission '{self.config.admission}'")
+
+    def _tap_layers(self) -> tuple[int, ...] | None:
+        # The predictor is built first: a hidden-state head decides which layer the runner taps.
         self._predictor = LivePredictor(
             self.config.prediction, refresh_tokens=self.config.prediction_refresh_tokens
         )
-        if self.config.admission not in ("greedy", "predictive"):
-            raise ValueError(f"unknown admission '{self.config.admission}'")
+        return self._predictor.tap_layers
 
     @property
     def kv_used_tokens(self) -> int:
@@ -171,6 +175,7 @@ class DecodeWorker(Worker):
         if out is None:
             return events
         request_ids = tuple(self._request_by_seq[s] for s in out.seq_ids)
+        self._predictor.observe(request_ids, out)
         for request_id, reason in zip(request_ids, out.finish_reasons, strict=True):
             if reason is None:
                 self._running[request_id].num_tokens += 1

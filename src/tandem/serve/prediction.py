@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tandem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tandem.engine.runner import StepOutput
 
 SOURCES = ("none", "oracle", "progress-mean")
 
@@ -45,6 +50,15 @@ class LivePredictor:
         self._dirty = False
         # request id -> (prediction at the last refresh, generated then)
         self._by_request: dict[str, tuple[float | None, int]] = {}
+
+    @property
+    def tap_layers(self) -> tuple[int, ...] | None:
+        """Layers the decode step must return hidden states of (None: no hidden states used)."""
+        return None
+
+    def observe(self, request_ids: Sequence[str], step: StepOutput) -> None:
+        """One decode step's rows (their hidden states at ``step.hidden_by_layer``); sources
+        that read hidden states refresh the rows that are due from them."""
 
     @property
     def enabled(self) -> bool:

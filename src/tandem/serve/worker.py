@@ -71,6 +71,7 @@ class Worker(ABC):
         self.loaded = load_model(self.config.model, device=self.config.device)
         self.runner = ModelRunner(
             self.loaded,
+            tap_layers=self._tap_layers(),
             max_batch_size=self.config.max_batch_size,
             max_prefill_tokens=self.config.max_prefill_tokens,
             seed=self.config.seed + 7919 * self.config.worker_id,
@@ -201,6 +202,11 @@ class Worker(ABC):
         return f"{self.config.role}-{self.config.worker_id}"
 
     # -- what each role defines -------------------------------------------------------------
+
+    def _tap_layers(self) -> tuple[int, ...] | None:
+        """Layers whose hidden states the runner's steps return (None: the final one); called
+        once the model is loaded, before the runner is built."""
+        return None
 
     @abstractmethod
     def _on_loaded(self) -> None:
