@@ -67,3 +67,17 @@ def test_malformed_trace_error_and_skip_bad(tmp_path: Path) -> None:
     assert proc.returncode == 0
     stats = json.loads(proc.stdout)
     assert stats["num_requests"] == 1 and "skipped 1 malformed rows" in stats["notes"][0]
+
+
+def test_binary_trace_is_a_one_line_error_in_every_command(tmp_path: Path) -> None:
+    """A binary file given as a trace: exit 2 naming the file, no traceback (issue 18)."""
+    path = tmp_path / "trace.csv"
+    path.write_bytes(bytes(range(256)) * 8)
+    for args in (
+        ["trace", "stats", str(path)],
+        ["simulate", "-w", str(path)],
+        ["plan", "-w", str(path), "--slo", "ttft=2s,tpot=100ms", "--profile", "llama3-8b_a100_tp1"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0
+        assert "not UTF-8 text" in str(result.exception) and str(path) in str(result.exception)

@@ -158,3 +158,34 @@ def test_unknown_name_lists_known_workloads() -> None:
 def test_embedded_trace_counts(name: str, count: int) -> None:
     w = load_workload(name)
     assert len(w) == count and w[0].arrival_s == 0.0
+
+
+# -- files a new user hands in by mistake (issue 18 item 6) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("binary.csv", bytes(range(256)) * 4, "not UTF-8 text"),
+        ("latin1.jsonl", '{"timestamp": 0, "x": "caf\xe9"}\n'.encode("latin-1"), "not UTF-8"),
+        ("fake.csv.gz", AZURE.encode(), "not a gzip file"),
+        ("cut.csv.gz", gzip.compress(AZURE.encode() * 50)[:100], "not a gzip file"),
+        ("header_only.csv", b"TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests"),
+        ("empty.jsonl", b"\n", "no requests"),
+    ],
+    ids=["binary", "latin-1", "fake-gz", "truncated-gz", "header-only", "blank-jsonl"],
+)
+def test_unreadable_or_empty_trace_is_a_user_error_naming_the_file(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputFormatError) as info:
+        load_workload(str(path))
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_csv_with_a_utf8_byte_order_mark_reads_like_without(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + AZURE.encode())
+    assert load_workload(str(path)).requests == read_azure(write(tmp_path, "a.csv", AZURE)).requests

@@ -4,7 +4,9 @@ errors that name file, line and field, and skip bad rows only when asked (and co
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -14,12 +16,28 @@ from tandem.errors import InputFormatError, require_file
 T = TypeVar("T")
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open a text file, transparently gunzipping ``*.gz``; a missing file is a user error."""
+@contextmanager
+def open_text(path: Path) -> Iterator[IO[str]]:
+    """Open a UTF-8 text file (a byte-order mark is skipped), transparently gunzipping
+    ``*.gz``. What a user can get wrong is an ``InputFormatError`` naming the file, whenever
+    it shows up while the ``with`` block reads: a missing file, bytes that are not UTF-8 (a
+    binary file), a ``.gz`` that is not gzip or is cut short."""
     require_file(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+    gz = path.suffix == ".gz"
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            yield fh
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(
+            path, None, None, f"not UTF-8 text (byte {exc.object[exc.start]:#04x}); a binary file?"
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        if not gz:
+            raise
+        raise InputFormatError(
+            path, None, None, f"not a gzip file, or a truncated one ({exc})"
+        ) from None
 
 
 def parse_int(path: Path, line: int, field: str, text: str, *, minimum: int) -> int:

@@ -118,12 +118,18 @@ def _read_path(path: Path, skip_bad: bool) -> Workload:
 
 
 def load_workload(spec: str, *, skip_bad: bool = False) -> Workload:
-    """A workload from an embedded name or a file path."""
+    """A workload from an embedded name or a file path; a file without a request is an
+    ``InputFormatError``."""
     if spec in EMBEDDED:
         return EMBEDDED[spec].load(skip_bad)
     path = Path(spec)
     if path.exists():
-        return _read_path(path, skip_bad)
+        w = _read_path(path, skip_bad)
+        if not len(w):
+            # Every figure of an empty workload is 0; an error says why instead.
+            why = "; ".join(w.notes) or "a header and no rows?"
+            raise InputFormatError(path, None, None, f"no requests in the file ({why})")
+        return w
     if path.suffix or "/" in spec:
         raise InputFormatError(path, None, None, "no such file")
     raise UnknownNameError("workload", spec, EMBEDDED)
