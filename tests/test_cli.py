@@ -81,3 +81,11 @@ def test_binary_trace_is_a_one_line_error_in_every_command(tmp_path: Path) -> No
         result = runner.invoke(app, args)
         assert result.exit_code != 0
         assert "not UTF-8 text" in str(result.exception) and str(path) in str(result.exception)
+
+
+def test_help_shows_flags_without_a_value_type() -> None:
+    """`--json` is a flag: help must not print it as `--json <bool>` (issue 18)."""
+    for args in (["simulate", "--help"], ["experiment", "rescheduling", "--help"]):
+        result = runner.invoke(app, args, env={"COLUMNS": "120"})
+        assert result.exit_code == 0 and "--json" in result.output
+        assert "<bool>" not in result.output

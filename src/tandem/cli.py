@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from tandem import __version__
 from tandem.commands import (
@@ -24,6 +25,20 @@ from tandem.commands import (
     trace,
 )
 from tandem.errors import TandemError
+
+
+def _flag_takes_no_value() -> None:
+    """Help shows a flag (``--json``) bare: typer 0.29 prints ``--json <bool>``, as if the
+    flag took a value (it does not: ``--json true`` is refused)."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else shown(self, ctx)  # type: ignore[arg-type]
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_takes_no_value()
 
 app = typer.Typer(
     name="tandem",

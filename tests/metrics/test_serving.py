@@ -64,8 +64,29 @@ def test_parse_slo_units() -> None:
     assert parse_slo("e2el=1500") == SLO(e2e_s=1.5)
     with pytest.raises(ConfigError, match="bad SLO item"):
         parse_slo("latency=2s")
-    with pytest.raises(ConfigError, match="must be > 0"):
+    with pytest.raises(ConfigError, match="finite time > 0"):
         parse_slo("ttft=-1s")
+
+
+def test_parse_slo_takes_vllms_goodput_form_as_milliseconds() -> None:
+    assert parse_slo("ttft:2000 tpot:50") == SLO(ttft_s=2.0, tpot_s=0.05)
+    assert parse_slo("ttft=2s, tpot:50ms") == SLO(ttft_s=2.0, tpot_s=0.05)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ttft=nan", "finite time > 0"),
+        ("tpot=inf", "finite time > 0"),
+        ("ttft=1s,ttft=2s", "given twice"),
+        ("", "empty"),
+        (" , ", "empty"),
+        ("ttft", "bad SLO item"),
+    ],
+)
+def test_parse_slo_refuses_nonsense(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_slo(text)
 
 
 def test_empty_input_gives_zeros_not_errors() -> None:

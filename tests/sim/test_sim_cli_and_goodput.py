@@ -62,9 +62,17 @@ def test_find_goodput_reports_requests_and_tokens_per_second() -> None:
     [
         (["--prefill", "0"], "at least one prefill"),
         (["--placement", "magic"], "unknown placement policy"),
-        (["--rate-scale", "-1"], "--rate-scale must be > 0"),
+        (["--rate-scale", "-1"], "--rate-scale must be a finite number > 0"),
         (["--profile", "gpt-5_h100"], "unknown"),
         (["--find-goodput"], "--find-goodput needs --slo"),
+        # issue 18 item 6: nonsense that was accepted
+        (["--rate-scale", "nan"], "--rate-scale must be a finite number > 0"),
+        (["--rate-scale", "inf"], "--rate-scale must be a finite number > 0"),
+        (["--prediction", "noise:-1"], "noise level must be a finite number >= 0"),
+        (["--prediction", "noise:nan"], "noise level must be a finite number >= 0"),
+        (["--slo", "ttft=nan"], "finite time > 0"),
+        (["--slo", "ttft=1s,ttft=2s"], "given twice"),
+        (["--slo", ""], "--slo is empty"),
     ],
 )
 def test_impossible_requests_are_refused_with_a_message(args: list[str], message: str) -> None:
@@ -73,6 +81,15 @@ def test_impossible_requests_are_refused_with_a_message(args: list[str], message
     result = runner.invoke(app, [*BASE, *args])
     assert result.exit_code != 0
     assert isinstance(result.exception, TandemError) and message in str(result.exception)
+
+
+def test_slo_in_vllms_goodput_form_is_milliseconds() -> None:
+    """`--goodput 'ttft:2000 tpot:50'` (vLLM's form, ms) equals `--slo ttft=2s,tpot=50ms`."""
+    results = [
+        json.loads(runner.invoke(app, [*BASE, *args, "--json"]).output)
+        for args in (["--goodput", "ttft:2000 tpot:50"], ["--slo", "ttft=2s,tpot=50ms"])
+    ]
+    assert results[0]["slo_attainment"] == results[1]["slo_attainment"] is not None
 
 
 def test_goodput_search_finds_the_threshold_of_a_monotone_attainment() -> None:

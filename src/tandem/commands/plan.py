@@ -16,7 +16,7 @@ import typer
 
 from tandem.commands._output import print_json, print_mapping, print_table
 from tandem.errors import ConfigError
-from tandem.metrics.serving import parse_slo
+from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.base import CostModel
 from tandem.plan.inputs import (
     WorkloadShape,
@@ -168,7 +168,9 @@ def plan_command(
         None, "--throughput", help="Input+output tokens, e.g. 5M/min."
     ),
     rate: str | None = typer.Option(None, "--rate", help="Requests per second, e.g. 10rps."),
-    slo_text: str = typer.Option(..., "--slo", help="SLOs, e.g. ttft=2s,tpot=20ms."),
+    slo_text: str = typer.Option(
+        ..., "--slo", "--goodput", help=SLO_HELP + "; plan needs ttft and tpot."
+    ),
     ttft_percentile: float | None = typer.Option(
         None, "--ttft-percentile", help="Plan for this TTFT percentile instead of the mean."
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import typer
 
 from tandem.commands._output import print_json, print_mapping
 from tandem.errors import ConfigError
-from tandem.metrics.serving import SLO, parse_slo
+from tandem.metrics.serving import SLO, SLO_HELP, parse_slo
 from tandem.sim import ClusterConfig, SimResult, simulate
 from tandem.sim.goodput import find_max_rate_scale
 from tandem.sim.presets import with_policy
@@ -205,7 +206,7 @@ def simulate_command(
     prefill_budget: int = typer.Option(
         8192, "--prefill-budget", help="Prefill batch token budget."
     ),
-    slo_text: str = typer.Option("", "--slo", help="SLOs, e.g. ttft=2s,tpot=100ms,e2e=60s."),
+    slo_text: str | None = typer.Option(None, "--slo", "--goodput", help=SLO_HELP + "."),
     exact: bool = typer.Option(False, "--exact", help="Step token by token (slow; for checking)."),
     find_goodput: bool = typer.Option(
         False, "--find-goodput", help="Search the highest load with >= 90% attainment."
@@ -217,9 +218,9 @@ def simulate_command(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Simulate a workload on a P/D cluster; print vLLM-style metrics."""
-    if rate_scale <= 0:
-        raise ConfigError(f"--rate-scale must be > 0, got {rate_scale}")
-    slo = parse_slo(slo_text)
+    if not (math.isfinite(rate_scale) and rate_scale > 0):
+        raise ConfigError(f"--rate-scale must be a finite number > 0, got {rate_scale}")
+    slo = parse_slo(slo_text) if slo_text is not None else SLO()
     cost = load_cost_model(profile)
     config = ClusterConfig(
         num_prefill=prefill,

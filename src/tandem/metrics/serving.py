@@ -18,6 +18,8 @@ dashboards built for ``benchmark_serving`` read them unchanged.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,8 +69,10 @@ class SLO:
     def __post_init__(self) -> None:
         for name in ("ttft_s", "tpot_s", "e2e_s"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"SLO {name.removesuffix('_s')} must be > 0, got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(
+                    f"SLO {name.removesuffix('_s')} must be a finite time > 0, got {value}"
+                )
 
     @property
     def is_empty(self) -> bool:
@@ -83,6 +87,15 @@ class SLO:
         return not (self.e2e_s is not None and r.e2e_s > self.e2e_s)
 
 
+#: What ``--slo`` accepts, for help texts and error messages.
+SLO_HELP = (
+    "SLOs as key=value items (ttft, tpot, e2e) with a unit, e.g. ttft=2s,tpot=100ms,e2e=60s; "
+    "a bare number is milliseconds, so vLLM's --goodput form 'ttft:2000 tpot:50' is accepted "
+    "too"
+)
+_SLO_EXAMPLE = "use e.g. ttft=2s,tpot=100ms or 'ttft:2000 tpot:50' (bare numbers are ms)"
+
+
 def _units(value: str) -> float:
     value = value.strip().lower()
     for suffix, scale in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
@@ -92,17 +105,29 @@ def _units(value: str) -> float:
 
 
 def parse_slo(text: str) -> SLO:
-    """``ttft=2s,tpot=100ms,e2e=30s`` (bare numbers are ms) into an ``SLO``."""
+    """``ttft=2s,tpot=100ms,e2e=30s`` into an ``SLO``. Items are separated by commas or
+    spaces, keys joined to values by ``=`` or ``:``; a bare number is milliseconds, so vLLM's
+    ``--goodput ttft:2000 tpot:50`` reads the same. An empty text, a key given twice, or a
+    value that is not a finite positive time is refused."""
     kwargs: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        key = key.strip().lower().replace("e2el", "e2e")
-        if not sep or key not in ("ttft", "tpot", "e2e"):
-            raise ConfigError(f"bad SLO item {part!r}; use ttft=2s,tpot=100ms,e2e=30s")
+    items = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if not items:
+        raise ConfigError(f"--slo is empty; {_SLO_EXAMPLE}")
+    for part in items:
+        match = re.fullmatch(r"(\w+)[=:](.+)", part)
+        key = match.group(1).lower().replace("e2el", "e2e") if match else ""
+        if match is None or key not in ("ttft", "tpot", "e2e"):
+            raise ConfigError(f"bad SLO item {part!r}; {_SLO_EXAMPLE}")
+        value = match.group(2)
+        if f"{key}_s" in kwargs:
+            raise ConfigError(f"SLO {key} given twice in {text!r}")
         try:
-            kwargs[f"{key}_s"] = _units(value)
+            seconds = _units(value)
         except ValueError:
-            raise ConfigError(f"bad SLO value in {part!r}; use e.g. 2s, 100ms, 500") from None
+            raise ConfigError(f"bad SLO value in {part!r}; use e.g. 2s, 100ms, 500 (ms)") from None
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"bad SLO value in {part!r}: must be a finite time > 0")
+        kwargs[f"{key}_s"] = seconds
     return SLO(**kwargs)
 
 

@@ -22,6 +22,7 @@ then an array lookup, which keeps prediction-driven policies fast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,9 +45,13 @@ def check_prediction_spec(spec: str) -> None:
         )
     if kind == "noise" and arg:
         try:
-            float(arg)
+            sigma = float(arg)
         except ValueError:
             raise ConfigError(f"bad noise level in '{spec}'; use noise:0.5") from None
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ConfigError(
+                f"noise level must be a finite number >= 0 (the log-normal sigma), got '{spec}'"
+            )
 
 
 class PredictionSource:

@@ -22,8 +22,8 @@ def _renumber(w: Workload, requests: list[Request], note: str) -> Workload:
 
 def scale_rate(w: Workload, factor: float) -> Workload:
     """Multiply the arrival rate by ``factor`` (divide every arrival time by it)."""
-    if factor <= 0:
-        raise ConfigError(f"rate scale must be > 0, got {factor}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ConfigError(f"rate scale must be a finite number > 0, got {factor}")
     requests = [dataclasses.replace(r, arrival_s=r.arrival_s / factor) for r in w.requests]
     return Workload(w.name, tuple(requests), (*w.notes, f"rate x{factor:g}"))
 
