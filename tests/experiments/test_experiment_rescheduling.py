@@ -54,3 +54,32 @@ def test_every_load_replays_the_same_seconds_of_arrivals() -> None:
 def test_bad_window_is_refused() -> None:
     result = CliRunner().invoke(app, ["experiment", "rescheduling", "--window-s", "0"])
     assert result.exit_code != 0 and "--window-s must be positive" in str(result.exception)
+
+
+def test_a_search_that_never_fails_reports_its_cap_as_a_cap(tmp_path: Path) -> None:
+    """Every load meets a loose SLO: the table says the search's cap, never 'round-robin's 90%
+    load', and the JSON flags it (issue 18 item 6)."""
+    args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "1"]
+    args += ["--window-s", "5", "--policies", "round-robin,least-kv", "--max-goodput"]
+    args += ["--slo", "ttft=1000s,tpot=10s", "--out-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # titles wrap
+    assert "search's cap" in text and "round-robin's 90% load" not in text
+    assert ">= " in text  # each policy's max goodput: a lower bound
+    cell = json.loads((tmp_path / "results.json").read_text())["workloads"]["azure-code/1P1D"]
+    assert cell["rate_scale_capped"] and cell["slo"] == "ttft=1000s,tpot=10s"
+    assert all(p["max_goodput_capped"] for p in cell["policies"].values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prefill-ratio", "0"], "--prefill-ratio must be a finite number > 0"),
+        (["--prefill-ratio", "nan"], "--prefill-ratio must be a finite number > 0"),
+        (["--slo", "ttft=nan"], "finite time > 0"),
+    ],
+)
+def test_nonsense_options_are_refused(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["experiment", "rescheduling", *args])
+    assert result.exit_code != 0 and message in str(result.exception)

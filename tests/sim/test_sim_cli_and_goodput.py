@@ -100,6 +100,12 @@ def test_goodput_search_finds_the_threshold_of_a_monotone_attainment() -> None:
     assert 3.3 * 0.99 <= found.rate_scale <= 3.3
 
 
+def test_goodput_search_that_never_fails_says_its_answer_is_a_cap() -> None:
+    found = find_max_rate_scale(lambda scale: 1.0, max_doublings=4)
+    assert found.capped and found.rate_scale == 16.0
+    assert not find_max_rate_scale(lambda scale: 1.0 if scale <= 3.3 else 0.5).capped
+
+
 def test_goodput_search_when_even_tiny_load_fails() -> None:
     assert find_max_rate_scale(lambda s: 0.0, max_doublings=4).rate_scale == 0.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import typer
 from tandem.commands._output import parse_positive_ints, print_json, print_table
 from tandem.errors import ConfigError
 from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
-from tandem.metrics.serving import parse_slo
+from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
 from tandem.workload import load_workload
@@ -29,21 +30,40 @@ DEFAULT_SLOS = {
 
 @app.command("rescheduling")
 def rescheduling(
-    workloads: str = typer.Option("servegen-r1,azure-conv,azure-code,mooncake-conv", "--workloads"),
+    workloads: str = typer.Option(
+        "servegen-r1,azure-conv,azure-code,mooncake-conv",
+        "--workloads",
+        help="Embedded workloads or trace paths, comma-separated.",
+    ),
     decode: str = typer.Option("16,64", "--decode", help="Decode-cluster sizes, comma-separated."),
     prefill_ratio: float = typer.Option(
         1.0,
         "--prefill-ratio",
         help="Prefill instances per decode instance (enough that decode is the bottleneck).",
     ),
-    profile: str = typer.Option("llama3-8b_a100_tp1", "--profile"),
+    profile: str = typer.Option(
+        "llama3-8b_a100_tp1", "--profile", help="Performance profile name or file."
+    ),
     window_s: float = typer.Option(
         600.0,
         "--window-s",
         help="Seconds of arrivals replayed at every load and cluster size (the trace is taken "
         "window x load long, repeated if shorter, then compressed to the load).",
     ),
-    policies: str = typer.Option(",".join(POLICIES), "--policies"),
+    policies: str = typer.Option(
+        ",".join(POLICIES),
+        "--policies",
+        help="Decode policy presets to compare, comma-separated (as simulate --policy).",
+    ),
+    slo_text: str | None = typer.Option(
+        None,
+        "--slo",
+        "--goodput",
+        help=SLO_HELP
+        + ". Default by workload: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_SLOS.items())
+        + ", others ttft=2s,tpot=100ms.",
+    ),
     max_goodput: bool = typer.Option(
         False,
         "--max-goodput",
@@ -52,15 +72,21 @@ def rescheduling(
     out_dir: Path = typer.Option(
         Path("out/rescheduling"), "--out-dir", help="Where the JSON, table and plots go."
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print results.json on stdout instead of the tables."
+    ),
 ) -> None:
     """Compare decode placement and rescheduling policies on real workloads."""
     names = [p for p in policies.split(",") if p]
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]}; known: {', '.join(POLICIES)}")
-    if window_s <= 0:
+    if not (math.isfinite(window_s) and window_s > 0):
         raise ConfigError(f"--window-s must be positive, got {window_s}")
+    if not (math.isfinite(prefill_ratio) and prefill_ratio > 0):
+        raise ConfigError(f"--prefill-ratio must be a finite number > 0, got {prefill_ratio}")
+    if slo_text is not None:
+        parse_slo(slo_text)  # refused before any simulation
     cost = get_profile(profile)
     results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,25 +95,29 @@ def rescheduling(
     if not workload_names:
         raise ConfigError("--workloads is empty; name at least one workload")
     for workload_name in workload_names:
-        slo_text = DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
+        slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         trace = load_workload(workload_name)
         per_decode: float | None = None  # load per decode instance found on a smaller cluster
         for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))
-            setup = Setup(trace, cost, num_prefill, num_decode, parse_slo(slo_text), window_s)
+            setup = Setup(trace, cost, num_prefill, num_decode, parse_slo(slo), window_s)
             start = num_decode * per_decode if per_decode else num_decode / 16
             timelines: dict[str, SimResult] = {}
             cell = run_cell(
                 setup, names, max_goodput=max_goodput, start_scale=start, timelines=timelines
             )
             per_decode = cell["rate_scale"] / num_decode
-            cell.update({"slo": slo_text, "num_prefill": num_prefill, "num_decode": num_decode})
+            cell.update({"slo": slo, "num_prefill": num_prefill, "num_decode": num_decode})
             key = f"{workload_name}/{num_prefill}P{num_decode}D"
             results["workloads"][key] = cell
             _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")
-            tables.append(_table(key, "round-robin's 90% load", cell, slo_text))
+            tables.append(_table(key, _load_label(cell), cell, slo))
             if "at_ares_max" in cell:
-                tables.append(_table(key, "ares's 90% load", cell["at_ares_max"], slo_text))
+                top = "ares" if "ares" in names else "ares-oracle"
+                label = f"{top}'s 90% load"
+                if cell["policies"][top].get("max_goodput_capped"):
+                    label = f"the search's cap: {top} still met 90% there"
+                tables.append(_table(key, label, cell["at_ares_max"], slo))
             # Written after every cell, so a long run keeps what it has finished.
             (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     if as_json:
@@ -97,6 +127,14 @@ def rescheduling(
     for title, columns, rows in tables:
         print_table(title, ["", *columns], rows)
     typer.echo(f"results and plots in {out_dir}")
+
+
+def _load_label(cell: dict[str, Any]) -> str:
+    """What the load of a cell is: round-robin's 90% load, or the search's cap when
+    round-robin met the SLOs at every load tried (a cap is not a measurement)."""
+    if cell.get("rate_scale_capped"):
+        return f"the search's cap, x{cell['rate_scale']:.3g}: round-robin still met 90% there"
+    return "round-robin's 90% load"
 
 
 #: (row label, metric key, scale) of the printed tables; everything is also in the JSON.
@@ -131,7 +169,11 @@ def policy_table(
         values = [by_policy[p].get(metric) for p in policies]
         if all(v is None for v in values):
             continue  # max goodput: only searched with --max-goodput
-        rows.append((label, *(float("nan") if v is None else v * scale for v in values)))
+        shown: list[Any] = [float("nan") if v is None else v * scale for v in values]
+        if metric == "max_goodput_rps":  # a search that hit its cap found a lower bound
+            capped = [by_policy[p].get("max_goodput_capped") for p in policies]
+            shown = [f">= {v:.4g}" if c else v for v, c in zip(shown, capped, strict=True)]
+        rows.append((label, *shown))
     return policies, rows
 
 

@@ -145,6 +145,8 @@ def goodput_search(w: Workload, config: ClusterConfig, slo: SLO) -> dict[str, An
         "goodput_tokens_per_s": found.rate_scale * token_rate,
         "goodput_attainment": found.attainment,
         "goodput_num_runs": found.num_runs,
+        # True: every load tried met the SLOs; the figures are the search's cap, a lower bound.
+        "goodput_capped": found.capped,
     }
 
 
@@ -264,3 +266,9 @@ def simulate_command(
     print_mapping(f"{w.name} on {prefill}P{decode}D ({profile}, {describe(config, policy)})", shown)
     if timeline is not None:
         typer.echo(f"timeline written to {timeline}")
+    if metrics.get("goodput_capped"):
+        typer.echo(
+            f"note: every load the goodput search tried met the SLOs, up to its cap "
+            f"(x{metrics['goodput_rate_scale']:g}); the goodput is at least this, not measured",
+            err=True,
+        )

@@ -120,6 +120,9 @@ def run_cell(
     )
     scale = base.rate_scale if base.rate_scale > 0 else start_scale
     out: dict[str, Any] = _at_load(setup, policies, scale, timelines)
+    # Capped: round-robin met 90% at every load tried, so this load is the search's cap, not
+    # round-robin's 90% load (every policy may still meet the SLOs here).
+    out["rate_scale_capped"] = base.capped
     if not max_goodput:
         return out
     for policy in policies:
@@ -128,6 +131,7 @@ def run_cell(
         )
         out["policies"][policy]["max_goodput_rps"] = found.rate_scale * setup.base_rate_rps
         out["policies"][policy]["max_goodput_scale"] = found.rate_scale
+        out["policies"][policy]["max_goodput_capped"] = found.capped
     top = [p for p in ("ares", "ares-oracle") if p in policies]
     if top:
         high = out["policies"][top[0]]["max_goodput_scale"]

@@ -4,7 +4,9 @@ The search scales the workload's arrival rate: it brackets the answer by multipl
 the scale by ``growth`` (2 by default; less when the start is a good guess, since runs far past
 the answer are overloaded and slow to simulate), then bisects to a relative tolerance.
 Attainment is not strictly monotone in load on a finite trace, so the result is the highest
-scale *found* to pass with a failing scale just above it.
+scale *found* to pass with a failing scale just above it. When every probe up to the search's
+cap passes, there is no failing scale: the result is then ``capped``, a lower bound and not a
+measurement, and reports must say so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class GoodputResult:
     rate_scale: float
     attainment: float
     num_runs: int
+    #: True when the search hit its cap still passing: ``rate_scale`` is only a lower bound.
+    capped: bool = False
 
 
 def find_max_rate_scale(
@@ -59,7 +63,7 @@ def find_max_rate_scale(
     if lo is None:
         return GoodputResult(0.0, lo_value, runs)
     if hi is None:
-        return GoodputResult(lo, lo_value, runs)
+        return GoodputResult(lo, lo_value, runs, capped=True)
     while (hi - lo) / lo > rel_tol:
         mid = (lo + hi) / 2.0
         passed, value = ok(mid)
