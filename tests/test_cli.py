@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tandem import __version__
@@ -89,3 +90,36 @@ def test_help_shows_flags_without_a_value_type() -> None:
         result = runner.invoke(app, args, env={"COLUMNS": "120"})
         assert result.exit_code == 0 and "--json" in result.output
         assert "<bool>" not in result.output
+
+
+PLOTTING = {
+    "trace stats": ["trace", "stats", str(DATA / "burstgpt_sample.csv"), "--plot"],
+    "profile show": ["profile", "show", "llama3-8b_a100_tp1", "--plot"],
+    "simulate": ["simulate", "--num-requests", "50", "--prefill", "1", "--decode", "1"]
+    + ["--timeline"],
+    "plan": ["plan", "--input-len", "500", "--output-len", "100", "--rate", "1rps"]
+    + ["--slo", "ttft=2s,tpot=100ms", "--profile", "llama3-8b_a100_tp1", "--plot"],
+}
+
+
+@pytest.mark.parametrize("command", ["trace stats", "profile show", "simulate"])
+def test_every_plot_option_creates_directories_and_prints_the_file_written(
+    tmp_path: Path, command: str
+) -> None:
+    """One --plot rule everywhere (issue 18): parent directories are created, and the path
+    printed is the file written."""
+    out = tmp_path / "new" / "dir" / "plot.png"
+    result = runner.invoke(app, [*PLOTTING[command], str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1000
+    assert f"plot written to {out}" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", list(PLOTTING))
+@pytest.mark.parametrize(("name", "message"), [("plot.txt", "must end in"), ("d.png", "directory")])
+def test_every_plot_option_refuses_what_it_cannot_write(
+    tmp_path: Path, command: str, name: str, message: str
+) -> None:
+    (tmp_path / "d.png").mkdir()
+    result = runner.invoke(app, [*PLOTTING[command], str(tmp_path / name)])
+    assert result.exit_code != 0 and message in str(result.exception)

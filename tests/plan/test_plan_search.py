@@ -126,9 +126,10 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", ["missing-dir/a.png", "a.jpg", "."])
+@pytest.mark.parametrize("name", ["a.jpg", "."])
 def test_bad_plot_path_is_a_one_line_error(tmp_path: Path, name: str) -> None:
-    """A missing directory, a non-PNG name or a directory: ConfigError before simulating."""
+    """A name matplotlib would not write as given, or a directory: ConfigError before
+    simulating (a missing directory is created, as by every --plot: tests/test_cli.py)."""
     result = runner.invoke(app, [*BASE, "--plot", str(tmp_path / name)])
     assert result.exit_code != 0
     assert "--plot" in str(result.exception)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -41,6 +42,30 @@ def parse_positive_ints(text: str, option: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise ConfigError(f"{option} must be positive integers, got {text!r}")
     return values
+
+
+#: The formats a plot may be written in: matplotlib picks the format from the suffix, so the
+#: file written is exactly the path given (a name without one would gain ``.png``).
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def plot_path(path: Path | None, option: str) -> Path | None:
+    """The one rule for every command's plot file, applied before any work: the name must end
+    in .png, .svg or .pdf and must not be a directory; missing parent directories are created
+    (as ``--out-dir`` does). Commands print the path they wrote, ``plot written to PATH``."""
+    from tandem.errors import ConfigError
+
+    if path is None:
+        return None
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(f"{option} {path}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot create its directory ({exc})") from None
+    return path
 
 
 def _fmt(value: Any) -> str:

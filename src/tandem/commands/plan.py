@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from tandem.commands._output import print_json, print_mapping, print_table
+from tandem.commands._output import plot_path, print_json, print_mapping, print_table
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.base import CostModel
@@ -194,17 +194,17 @@ def plan_command(
         None, "--verify-requests", help="Most requests per simulation (default: sized by time)."
     ),
     plot: Path | None = typer.Option(
-        None, "--plot", help="Write SLO attainment against load to this PNG."
+        None,
+        "--plot",
+        help="Write SLO attainment against load to this file (.png, .svg, .pdf; directories "
+        "are created).",
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Plan the number of prefill and decode instances for a load and SLOs."""
     if verify_requests is not None and verify_requests < 2:
         raise ConfigError(f"--verify-requests must be >= 2, got {verify_requests}")
-    if plot is not None:
-        from tandem.plan.search import check_plot_path
-
-        check_plot_path(plot)
+    plot = plot_path(plot, "--plot")
     req, w = _request(
         workload, input_len, output_len, throughput, rate, slo_text, ttft_percentile, profile,
         measured, prefill_max, overhead, tpot_table, queue, dispatch,
@@ -225,7 +225,7 @@ def plan_command(
         if "verify" in out:
             _print_verify(out)
         if plot is not None and plan.feasible:
-            typer.echo(f"attainment plot: {plot}")
+            typer.echo(f"plot written to {plot}")
     if not plan.feasible:
         typer.echo(f"infeasible: {plan.reason}", err=True)
         raise typer.Exit(2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tandem.commands._output import print_json, print_mapping, print_table
+from tandem.commands._output import plot_path, print_json, print_mapping, print_table
 from tandem.perf.base import CostModel
 from tandem.perf.fit_report import fit_report
 from tandem.perf.measured import MeasuredCostModel
@@ -82,10 +82,15 @@ def _summary(model: CostModel) -> dict:
 @app.command("show")
 def show(
     name: str = typer.Argument(..., help="Profile name, roofline:<model>:<hw>:tp<N>, or a file."),
-    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of the curves here."),
+    plot: Path | None = typer.Option(
+        None,
+        "--plot",
+        help="Write the curves to this file (.png, .svg, .pdf; directories are created).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Prefill time against tokens, decode step time against batch size, KV capacity."""
+    plot = plot_path(plot, "--plot")
     model = get_profile(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OutOfMeasuredRangeWarning)
@@ -99,6 +104,8 @@ def show(
         plot_cost_model(model, plot)
     if as_json:
         print_json(summary)
+        if plot is not None:
+            typer.echo(f"plot written to {plot}", err=True)
         return
     head = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
     print_mapping(f"profile {model.name}", head)
@@ -167,7 +174,9 @@ def measure_cmd(
     hardware: str = typer.Option("measured", help="Hardware description for the profile."),
     api_key: str = typer.Option(None, help="Bearer token for the server."),
     out: Path = typer.Option(None, help="Write the measured profile here (YAML)."),
-    plot: Path = typer.Option(None, help="Draw what was measured (PNG)."),
+    plot: Path = typer.Option(
+        None, help="Draw what was measured (.png, .svg, .pdf; directories are created)."
+    ),
 ) -> None:
     """Measure a live endpoint's prefill throughput and TPOT against batch: a profile that
     `tandem plan --measured` and `tandem simulate --profile` read."""
@@ -186,5 +195,5 @@ def measure_cmd(
         hardware=hardware,
         api_key=api_key,
         out=out,
-        plot=plot,
+        plot=plot_path(plot, "--plot"),
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from tandem.commands._output import print_json, print_mapping
+from tandem.commands._output import plot_path, print_json, print_mapping
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, SLO_HELP, parse_slo
 from tandem.sim import ClusterConfig, SimResult, simulate
@@ -214,7 +214,10 @@ def simulate_command(
         False, "--find-goodput", help="Search the highest load with >= 90% attainment."
     ),
     timeline: Path | None = typer.Option(
-        None, "--timeline", help="Plot per-instance batch and KV use to this PNG."
+        None,
+        "--timeline",
+        help="Plot per-instance batch and KV use to this file (.png, .svg, .pdf; directories "
+        "are created).",
     ),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed trace rows."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
@@ -223,6 +226,7 @@ def simulate_command(
     if not (math.isfinite(rate_scale) and rate_scale > 0):
         raise ConfigError(f"--rate-scale must be a finite number > 0, got {rate_scale}")
     slo = parse_slo(slo_text) if slo_text is not None else SLO()
+    timeline = plot_path(timeline, "--timeline")
     cost = load_cost_model(profile)
     config = ClusterConfig(
         num_prefill=prefill,
@@ -260,12 +264,14 @@ def simulate_command(
         plot_timeline(result, timeline)
     if as_json:
         print_json(metrics)
+        if timeline is not None:
+            typer.echo(f"plot written to {timeline}", err=True)
         return
     shown = {k: metrics[k] for k in SHOWN if metrics.get(k) is not None}
     shown.update({k: v for k, v in metrics.items() if k.startswith("goodput_")})
     print_mapping(f"{w.name} on {prefill}P{decode}D ({profile}, {describe(config, policy)})", shown)
     if timeline is not None:
-        typer.echo(f"timeline written to {timeline}")
+        typer.echo(f"plot written to {timeline}")
     if metrics.get("goodput_capped"):
         typer.echo(
             f"note: every load the goodput search tried met the SLOs, up to its cap "

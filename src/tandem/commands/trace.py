@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from tandem.commands._output import print_json, print_table
+from tandem.commands._output import plot_path, print_json, print_table
 from tandem.workload import EMBEDDED, load_workload
 from tandem.workload.stats import workload_stats
 
@@ -36,13 +36,17 @@ def stats(
     workload: str = typer.Argument(..., help="Embedded workload name or trace file path."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
     plot: Path | None = typer.Option(
-        None, "--plot", help="Write length histograms and arrival rate to this PNG."
+        None,
+        "--plot",
+        help="Write length histograms and arrival rate to this file (.png, .svg, .pdf; "
+        "directories are created).",
     ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Skip malformed rows (and report how many)."
     ),
 ) -> None:
     """Request count, duration, rate, burstiness and length percentiles of a workload."""
+    plot = plot_path(plot, "--plot")
     w = load_workload(workload, skip_bad=skip_bad)
     result = workload_stats(w)
     if plot is not None:
@@ -51,6 +55,8 @@ def stats(
         plot_workload(w, plot)
     if as_json:
         print_json(result)
+        if plot is not None:
+            typer.echo(f"plot written to {plot}", err=True)
         return
     print_stats_table([result])
     for note in w.notes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.errors import ConfigError
 from tandem.plan.planner import Plan, PlanRequest, decode_model_for, prefill_model_for
 from tandem.plan.verify import (
     MAX_REQUESTS,
@@ -120,16 +119,6 @@ def neighbours(num_prefill: int, num_decode: int) -> list[tuple[int, int]]:
     p, d = num_prefill, num_decode
     pairs = [(p, d), (p - 1, d), (p, d - 1), (p + 1, d), (p, d + 1)]
     return [(a, b) for a, b in pairs if a >= 1 and b >= 1]
-
-
-def check_plot_path(out: Path) -> None:
-    """Refuse a plot path that cannot be written before any simulation runs."""
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--plot {out}: the file name must end in .png")
-    if out.is_dir():
-        raise ConfigError(f"--plot {out}: is a directory; give a file name ending in .png")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--plot {out}: directory '{out.parent}' does not exist")
 
 
 def attainment_curves(
