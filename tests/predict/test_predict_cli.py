@@ -130,3 +130,13 @@ def test_prompt_longer_than_the_context_is_named(tmp_path: Path):
     )
     assert isinstance(result.exception, InputFormatError)
     assert "line 3" in str(result.exception) and "512-token context" in str(result.exception)
+
+
+@pytest.mark.parametrize("option", ["--layer", "--mid-layer"])
+def test_collect_refuses_a_layer_the_model_does_not_have(tmp_path: Path, option: str) -> None:
+    """The embedded model has 5 layers: layer 6 was recorded as layer 0 (issue 18)."""
+    result = runner.invoke(
+        app, ["predict", "collect", "--out", str(tmp_path / "s.npz"), option, "6"]
+    )
+    assert result.exit_code != 0 and "the model has 5 layers" in str(result.exception)
+    assert not (tmp_path / "s.npz").exists()

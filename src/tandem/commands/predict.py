@@ -54,6 +54,7 @@ def collect(
 
     _threads(threads)
     loaded = load_model(model)
+    _check_layers(loaded.identity.num_layers, layer=layer, mid_layer=mid_layer)
     notes: dict[str, object] = {"model_spec": model}
     if prompts is not None:
         token_ids = _encode_prompt_file(loaded, prompts)[:num_requests]
@@ -87,6 +88,19 @@ def collect(
         f"wrote {samples.num_samples} samples from {samples.num_requests} requests to {path} "
         f"(model {samples.identity.short()}, layer {samples.layer}, mid layer {samples.mid_layer})"
     )
+
+
+def _check_layers(num_layers: int, **layers: int | None) -> None:
+    """A tapped layer must exist: 0 (embeddings) to ``num_layers`` (the last), or negative from
+    the end (-1 = the last). Anything else was silently taken modulo the layer count."""
+    from tandem.errors import ConfigError
+
+    for name, value in layers.items():
+        if value is not None and not -(num_layers + 1) <= value <= num_layers:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value}: the model has {num_layers} layers; use 0 "
+                f"(embeddings) to {num_layers} (last), or -1 to -{num_layers + 1} from the end"
+            )
 
 
 def _encode_prompt_file(loaded: Any, path: Path) -> list[list[int]]:
