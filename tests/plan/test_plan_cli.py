@@ -61,6 +61,24 @@ def test_infeasible_slo_exits_nonzero_with_the_reason() -> None:
     assert "infeasible" in result.output and "TTFT" in result.output
 
 
+def test_infeasibility_names_the_model_that_decided_and_true_reasons() -> None:
+    """At 1e7 req/s both SLOs can be met per request; only the instance count is out of the
+    search's range. The message says so, names the improved model, and reports the paper's
+    (feasible) answer, instead of claiming the SLOs are below one request's latency."""
+    args = ["plan", "--input-len", "1000", "--output-len", "200", "--rate", "1e7rps"]
+    args += ["--slo", "ttft=2s,tpot=100ms", "--profile", "llama3-8b_a100_tp1", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    out = json.loads(result.stdout)
+    assert out["infeasible_in"] == ["improved"] and out["paper"]["feasible"]
+    assert "more than 100,000 prefill instances" in out["reason"]
+    assert "more than 100,000 decode instances" in out["reason"]
+    assert "not above" not in out["reason"] and "batch of one" not in out["reason"]
+    message = " ".join(result.stderr.split())
+    assert "infeasible under Tandem's improved model" in message
+    assert "the paper's model is feasible" in message
+
+
 def test_profile_with_verify_runs_the_simulator() -> None:
     """--profile plus --verify reports simulated candidates."""
     args = ["plan", "--input-len", "1024", "--output-len", "128", "--rate", "10rps"]

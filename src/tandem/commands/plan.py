@@ -105,6 +105,11 @@ def plan_json(plan: Plan, req: PlanRequest) -> dict[str, Any]:
         "pd_ratio": num(plan.pd_ratio),
         "feasible": plan.feasible,
         "reason": plan.reason,
+        # Which model(s) found the SLOs infeasible: "improved" (Tandem's, whose integers are the
+        # plan) and/or "paper"; empty when both are feasible.
+        "infeasible_in": [
+            name for name, ok in (("improved", plan.feasible), ("paper", p.feasible)) if not ok
+        ],
         "rate_rps": req.rate_rps,
         "total_tokens_per_s": req.total_tokens_per_s,
         "predicted_ttft_s": num(plan.predicted_ttft_s),
@@ -227,8 +232,20 @@ def plan_command(
         if plot is not None and plan.feasible:
             typer.echo(f"plot written to {plot}")
     if not plan.feasible:
-        typer.echo(f"infeasible: {plan.reason}", err=True)
+        typer.echo(infeasible_message(plan), err=True)
         raise typer.Exit(2)
+
+
+def infeasible_message(plan: Plan) -> str:
+    """Which model decided, its reasons, and what the other model says."""
+    p = plan.paper
+    paper = (
+        f"the paper's model is feasible ({p.num_prefill}P{p.num_decode}D); the plan follows "
+        "the improved model"
+        if p.feasible
+        else f"the paper's model is infeasible too: {p.reason}"
+    )
+    return f"infeasible under Tandem's improved model: {plan.reason}; {paper}"
 
 
 def _request(

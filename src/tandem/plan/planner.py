@@ -14,6 +14,7 @@ from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
 from tandem.perf.measured import DecodePoint, MeasuredCostModel, PrefillPoint
 from tandem.plan.improved import (
+    MAX_INSTANCES,
     DecodeModel,
     PrefillModel,
     decode_model,
@@ -164,11 +165,16 @@ def make_plan(req: PlanRequest) -> Plan:
     reasons: list[str] = []
     n_p = min_prefill(pm, req.rate_rps, req.ttft_slo_s)
     dm = decode_model_for(req, pm, n_p)
-    if n_p is None:
-        what = "mean" if quantile is None else f"p{req.ttft_percentile:g}"
+    what = "mean" if quantile is None else f"p{req.ttft_percentile:g}"
+    if n_p is None and pm.floor_s() >= req.ttft_slo_s:
         reasons.append(
             f"TTFT SLO {req.ttft_slo_s:g}s is not above the {what} TTFT with no queueing "
             f"({pm.floor_s():.3g}s = overhead {pm.overhead_s:.3g}s + prefill): infeasible"
+        )
+    elif n_p is None:  # the SLO can be met, but not by any count the search tries
+        reasons.append(
+            f"the {what} TTFT SLO {req.ttft_slo_s:g}s at {req.rate_rps:.3g} requests/s needs "
+            f"more than {MAX_INSTANCES:,} prefill instances (the planner's search limit)"
         )
     out_tokens_per_s = req.rate_rps * req.shape.mean_output_tokens
     n_d = min_decode(dm, out_tokens_per_s, req.tpot_slo_s)
@@ -176,10 +182,16 @@ def make_plan(req: PlanRequest) -> Plan:
     if n_d is None:
         if dm.batch_cap < 1:
             reasons.append("a request's prompt plus output does not fit one instance's KV cache")
-        else:
+        elif dm.step_s(1.0) > req.tpot_slo_s:
             reasons.append(
                 f"TPOT SLO {req.tpot_slo_s * 1e3:g}ms is below the decode step of a batch of "
                 f"one ({dm.step_s(1.0) * 1e3:.3g}ms): infeasible"
+            )
+        else:
+            reasons.append(
+                f"the TPOT SLO {req.tpot_slo_s * 1e3:g}ms at {req.rate_rps:.3g} requests/s "
+                f"needs more than {MAX_INSTANCES:,} decode instances (the planner's search "
+                "limit)"
             )
     tp_prefill = (
         req.rate_rps * req.shape.mean_input_tokens / raw_prefill(pm, req.rate_rps, req.ttft_slo_s)
