@@ -106,3 +106,17 @@ def test_missing_profile_is_a_user_error() -> None:
     )
     assert result.exit_code != 0
     assert "--profile" in str(result.exception)
+
+
+def test_plan_outside_the_measured_range_says_so_once() -> None:
+    """The decode batch meeting TPOT 100 ms on Llama-2-70B TP4 is above the 64 measured: one
+    warning line and the JSON's 'extrapolated' say so (issue 18 item 5)."""
+    args = ["plan", "--input-len", "2000", "--output-len", "400", "--rate", "5rps"]
+    args += ["--slo", "ttft=10s,tpot=100ms", "--profile", "llama2-70b_h100_tp4", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (line,) = json.loads(result.stdout)["extrapolated"]
+    assert "llama2-70b_h100_tp4" in line and "above the measured max 64" in line
+    assert result.stderr.count("warning: extrapolated") == 1
+    inside = runner.invoke(app, [*PAPER, "--slo", "ttft=2s,tpot=20ms", "--json"])
+    assert json.loads(inside.stdout)["extrapolated"] == [] and "warning" not in inside.stderr

@@ -127,3 +127,20 @@ def test_goodput_search_refuses_a_growth_that_cannot_bracket() -> None:
 
     with pytest.raises(TandemError, match="growth factor"):
         find_max_rate_scale(lambda s: 1.0, growth=1.0)
+
+
+def test_simulation_outside_the_measured_range_says_so_in_one_line() -> None:
+    """servegen-r1's long prompts and contexts on a profile measured to 8,192 tokens: one
+    warning line (no raw Python warning with its source line) and the JSON's 'extrapolated'
+    (issue 18 items 5 and 6)."""
+    args = ["simulate", "-w", "servegen-r1", "--profile", "llama2-70b_h100_tp4"]
+    args += ["--num-requests", "60", "--prefill", "1", "--decode", "1", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (line,) = json.loads(result.stdout)["extrapolated"]
+    assert "prompt of" in line and "above the measured max 8,192" in line
+    assert "mean context" in line
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("warning: extrapolated")
+    assert "OutOfMeasuredRangeWarning" not in result.stderr
+    inside = runner.invoke(app, [*BASE, "--json"])
+    assert json.loads(inside.stdout)["extrapolated"] == [] and inside.stderr == ""

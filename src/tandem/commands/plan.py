@@ -134,6 +134,27 @@ def plan_json(plan: Plan, req: PlanRequest) -> dict[str, Any]:
     }
 
 
+def plan_extrapolations(plan: Plan, req: PlanRequest) -> list[str]:
+    """Where the plan's own numbers (the mean prompt, the prefill batch behind the maximum
+    prefill throughput, the decode batches chosen, the mean context) leave the profile's
+    measured range; one line for the profile, or none."""
+    from tandem.perf.ranges import Usage
+
+    shape = req.shape
+    prompt = max(1, round(shape.mean_input_tokens))
+    batches = [b for b in (plan.decode_batch_size, plan.paper.decode_batch_size) if b > 0]
+    usage = Usage(
+        min_prompt_tokens=prompt,
+        max_prompt_tokens=prompt,
+        max_prefill_batch_tokens=max(1, req.prefill_token_budget // prompt) * prompt,
+        min_decode_batch_size=min(batches) if batches else None,
+        max_decode_batch_size=max(batches) if batches else None,
+        max_context_tokens_per_request=shape.mean_input_tokens + shape.mean_output_tokens / 2,
+    )
+    why = req.cost.extrapolations(usage)
+    return [f"profile '{req.cost.name}': {'; '.join(why)}"] if why else []
+
+
 def _print_steps(plan: Plan, req: PlanRequest) -> None:
     p = plan.paper
     l_in, l_out = p.input_len_tokens, p.output_len_tokens
@@ -215,14 +236,18 @@ def plan_command(
         measured, prefill_max, overhead, tpot_table, queue, dispatch,
     )  # fmt: skip
     with warnings.catch_warnings():
-        # The batch search probes batches outside measured tables on purpose.
+        # The batch search probes batches outside measured tables on purpose; what the plan
+        # itself uses is checked against the measured range below, and said once.
         warnings.simplefilter("ignore")
         plan = make_plan(req)
         out = plan_json(plan, req)
+        out["extrapolated"] = plan_extrapolations(plan, req)
         if verify and plan.feasible:
             out.update(_verify(plan, req, w, verify_requests))
         if plot is not None and plan.feasible:
             _plot(plan, req, w, out, plot)
+    for line in out["extrapolated"]:
+        typer.echo(f"warning: extrapolated beyond the measured range: {line}", err=True)
     if as_json:
         print_json(out)
     else:

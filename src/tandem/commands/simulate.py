@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import typer
 from tandem.commands._output import plot_path, print_json, print_mapping
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, SLO_HELP, parse_slo
+from tandem.perf.ranges import OutOfMeasuredRangeWarning
 from tandem.sim import ClusterConfig, SimResult, simulate
 from tandem.sim.goodput import find_max_rate_scale
 from tandem.sim.presets import with_policy
@@ -125,6 +127,12 @@ def run_simulation(w: Workload, config: ClusterConfig, as_json: bool) -> SimResu
     with _progress_runner(as_json) as progress:
         task = progress.add_task("sim", total=len(w))
         return simulate(w, config, lambda done, total: progress.update(task, completed=done))
+
+
+def warn_extrapolated(lines: list[str]) -> None:
+    """One line on stderr per cost model the run used outside its measured range."""
+    for line in lines:
+        typer.echo(f"warning: extrapolated beyond the measured range: {line}", err=True)
 
 
 def goodput_search(w: Workload, config: ClusterConfig, slo: SLO) -> dict[str, Any]:
@@ -250,18 +258,26 @@ def simulate_command(
         admission=admission,
     )
     w = prepare_workload(workload, rate_scale, num_requests, skip_bad)
-    result = run_simulation(w, config, as_json)
+    found: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # Said once after the run, from what it used (result.extrapolations), instead.
+        warnings.simplefilter("ignore", OutOfMeasuredRangeWarning)
+        result = run_simulation(w, config, as_json)
+        if find_goodput:
+            found = goodput_search(w, config, slo)
     metrics = result.metrics(slo)
+    metrics["extrapolated"] = result.extrapolations()
     metrics.update(
         {"workload": w.name, "profile": profile, "num_prefill": prefill, "num_decode": decode}
     )
     metrics.update(policy=policy, **{k: getattr(config, k) for k in COMPONENTS})
     if find_goodput:
-        metrics.update(goodput_search(w, config, slo))
+        metrics.update(found)
     if timeline is not None:
         from tandem.sim.plot import plot_timeline
 
         plot_timeline(result, timeline)
+    warn_extrapolated(metrics["extrapolated"])
     if as_json:
         print_json(metrics)
         if timeline is not None:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tandem.perf.ranges import Usage
 
 
 class CostModel(ABC):
@@ -53,3 +57,8 @@ class CostModel(ABC):
             return 0.0
         base_s, slope_s = self.decode_step_coeffs(batch_size)
         return base_s + slope_s * total_context_tokens
+
+    def extrapolations(self, usage: Usage) -> list[str]:
+        """How ``usage`` leaves the range the model was measured on, one phrase each; empty
+        when it stays inside, or when the model has no measured range (roofline)."""
+        return []

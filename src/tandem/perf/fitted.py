@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tandem.errors import ConfigError
 from tandem.perf.instance import InstanceCostModel, InstanceSpec
-from tandem.perf.ranges import MeasuredRange, WarnOnce
+from tandem.perf.ranges import MeasuredRange, Usage, WarnOnce, range_excesses
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +127,6 @@ class FittedCostModel(InstanceCostModel):
 
     def kv_transfer_time_s(self, num_tokens: int) -> float:
         return self.instance.kv_transfer_time_s(num_tokens)
+
+    def extrapolations(self, usage: Usage) -> list[str]:
+        return range_excesses(self.measured_range, usage)

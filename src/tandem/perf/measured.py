@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
-from tandem.perf.ranges import WarnOnce
+from tandem.perf.ranges import Usage, WarnOnce
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +132,31 @@ class MeasuredCostModel(CostModel):
         return self.link_latency_s + (
             num_tokens * self.kv_bytes_per_token / self.link_bandwidth_bytes_per_s
         )
+
+    def extrapolations(self, usage: Usage) -> list[str]:
+        """Prompts outside the measured input lengths, decode batches outside the TPOT
+        table (the table has no context dimension: context is never flagged)."""
+        out = []
+        lengths = [p.input_len_tokens for p in self.prefill_points]
+        batches = [p.batch_size for p in self.tpot_points]
+        for what, lo, hi, measured in (
+            ("prompt lengths", usage.min_prompt_tokens, usage.max_prompt_tokens, lengths),
+            (
+                "decode batch sizes",
+                usage.min_decode_batch_size,
+                usage.max_decode_batch_size,
+                batches,
+            ),
+        ):
+            low = lo is not None and lo < measured[0]
+            high = hi is not None and hi > measured[-1]
+            if low or high:
+                used = f"{lo:,}-{hi:,}" if lo is not None and hi is not None else f"{lo or hi:,}"
+                span = (
+                    f"measured {measured[0]:,}-{measured[-1]:,}"
+                    if len(measured) > 1
+                    else f"measured at {measured[0]:,} only"
+                )
+                unit = " tokens" if what == "prompt lengths" else ""
+                out.append(f"{what} {used}{unit}, {span}")
+        return out

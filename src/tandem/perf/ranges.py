@@ -57,6 +57,47 @@ class MeasuredRange:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a plan or a simulated run asked of a cost model: the extremes of the quantities a
+    measured range limits (``None``: not asked). ``CostModel.extrapolations`` compares them
+    with the measured range, once, after the fact, instead of a warning from inside a run."""
+
+    min_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = None
+    max_prefill_batch_tokens: int | None = None
+    min_decode_batch_size: int | None = None
+    max_decode_batch_size: int | None = None
+    max_context_tokens_per_request: float | None = None
+
+
+def range_excesses(r: MeasuredRange, usage: Usage) -> list[str]:
+    """Every way ``usage`` leaves the measured range ``r`` (empty when it stays inside)."""
+    out = []
+    checks = (
+        (usage.max_prompt_tokens, r.max_prompt_tokens, "prompt", "tokens", 1),
+        (usage.max_prefill_batch_tokens, r.max_prefill_batch_tokens, "prefill batch", "tokens", 1),
+        (usage.max_decode_batch_size, r.max_decode_batch_size, "decode batch", "", 1),
+        (usage.min_decode_batch_size, r.min_decode_batch_size, "decode batch", "", -1),
+        (
+            usage.max_context_tokens_per_request,
+            r.max_context_tokens_per_request,
+            "mean context",
+            "tokens per request",
+            1,
+        ),
+    )
+    for used, limit, what, unit, sign in checks:
+        if used is None or limit is None or (used - limit) * sign <= 0:
+            continue
+        side = "above" if sign > 0 else "below"
+        out.append(
+            f"{what} of {used:,.0f}{' ' + unit if unit else ''} {side} the measured "
+            f"{'max' if sign > 0 else 'min'} {limit:,}"
+        )
+    return out
+
+
 @dataclass(slots=True)
 class WarnOnce:
     """A latch owned by one cost model: the first ``warn`` fires, later ones are dropped.

@@ -111,6 +111,11 @@ class DecodeInstance:
         self.num_preemptions = 0
         self.busy_s = 0.0
         self.timeline: list[tuple[float, int, int]] | None = [] if record_timeline else None
+        # What this instance asked of its cost model (checked against the measured range
+        # after the run): batch sizes run, and the largest mean context per request.
+        self.min_batch_run = 0
+        self.max_batch_run = 0
+        self.max_context_per_request = 0.0
         #: Set by the simulator when a prediction source is configured.
         self.predictor: PredictionSource | None = None
         # Projected KV, kept incrementally (see ``projected_kv_tokens``): each running request's
@@ -359,6 +364,9 @@ class DecodeInstance:
             self._kv_tokens += k * len(self._running)
             self.busy_s += now_s - self._seg_t0
             self._busy = False
+            context = self._kv_tokens / len(self._running)  # before anyone finishes
+            if context > self.max_context_per_request:
+                self.max_context_per_request = context
         self._finish_due(now_s)
         if self._leaving:
             self._remove_leaving(now_s)
@@ -508,6 +516,10 @@ class DecodeInstance:
         coeffs = self._coeffs.get(batch)
         if coeffs is None:
             coeffs = self._coeffs[batch] = self.cost.decode_step_coeffs(batch)
+            if batch > self.max_batch_run:
+                self.max_batch_run = batch
+            if not self.min_batch_run or batch < self.min_batch_run:
+                self.min_batch_run = batch
         base_s, slope_s = coeffs
         heap = self._finish_heap
         while True:  # drop stale heap entries so the top is a real finish

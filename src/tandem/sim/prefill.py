@@ -28,6 +28,7 @@ class PrefillInstance:
         "num_queued",
         "busy_s",
         "noise",
+        "max_batch_tokens",
     )
 
     def __init__(
@@ -47,6 +48,8 @@ class PrefillInstance:
         self.queued_tokens = 0
         self.num_queued = 0
         self.busy_s = 0.0
+        #: The largest batch run, in prompt tokens (for the cost model's measured range).
+        self.max_batch_tokens = 0
 
     def enqueue(self, request: SimRequest) -> None:
         self.queue.append(request)
@@ -62,6 +65,8 @@ class PrefillInstance:
             total += request.prompt_tokens
             batch.append(request)
         self.busy = True
+        if total > self.max_batch_tokens:
+            self.max_batch_tokens = total
         duration = self.cost.prefill_time_s([r.prompt_tokens for r in batch])
         if self.noise is not None:
             duration *= self.noise.multiplier()

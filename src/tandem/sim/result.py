@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tandem.metrics.serving import SLO, compute_metrics_arrays
+from tandem.perf.ranges import Usage
 from tandem.sim.migration import MigrationStats
 from tandem.sim.request import SimRequest
 
@@ -49,6 +50,9 @@ class SimResult:
     migration: MigrationStats
     #: Added to every client-visible time (see the module doc); 0 for most profiles.
     request_overhead_s: float = 0.0
+    #: What the run asked of the prefill and the decode cost models (``extrapolations``).
+    prefill_usage: Usage = Usage()
+    decode_usage: Usage = Usage()
 
     @classmethod
     def from_run(
@@ -91,7 +95,21 @@ class SimResult:
             num_migrations=np.fromiter((r.num_migrations for r in requests), np.int64, n),
             migration=migration,
             request_overhead_s=config.request_overhead_s,
+            prefill_usage=_prefill_usage(requests, rejected, prefill),
+            decode_usage=_decode_usage(decode),
         )
+
+    def extrapolations(self) -> list[str]:
+        """Where the run used a cost model outside its measured range, one line per model:
+        ``"profile 'P': prompt of 20,362 tokens above the measured max 8,192; ..."``."""
+        config = self.config
+        found: dict[str, list[str]] = {}
+        for cost, usage in (
+            (config.prefill_cost, self.prefill_usage),
+            (config.decode_cost, self.decode_usage),
+        ):
+            found.setdefault(cost.name, []).extend(cost.extrapolations(usage))
+        return [f"profile '{name}': {'; '.join(why)}" for name, why in found.items() if why]
 
     @property
     def completed(self) -> np.ndarray:
@@ -140,3 +158,26 @@ class SimResult:
         out["migrated_bytes"] = self.migration.migrated_bytes
         out["migration_pause_s"] = self.migration.pause_s
         return out
+
+
+def _prefill_usage(
+    requests: Sequence[SimRequest], rejected: Sequence[int], prefill: Sequence[PrefillInstance]
+) -> Usage:
+    skip = set(rejected)
+    prompts = [r.prompt_tokens for r in requests if r.index not in skip]
+    return Usage(
+        min_prompt_tokens=min(prompts) if prompts else None,
+        max_prompt_tokens=max(prompts) if prompts else None,
+        max_prefill_batch_tokens=max((p.max_batch_tokens for p in prefill), default=0) or None,
+    )
+
+
+def _decode_usage(decode: Sequence[DecodeInstance]) -> Usage:
+    ran = [d for d in decode if d.max_batch_run]
+    if not ran:
+        return Usage()
+    return Usage(
+        min_decode_batch_size=min(d.min_batch_run for d in ran),
+        max_decode_batch_size=max(d.max_batch_run for d in ran),
+        max_context_tokens_per_request=max(d.max_context_per_request for d in ran),
+    )
