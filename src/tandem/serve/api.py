@@ -389,7 +389,14 @@ async def _generate(front: FrontEnd, http: Request, request: p.GenerationRequest
     headers = {"X-Request-Id": request_id}
     if request.stream:
         return StreamingResponse(stream.events(), media_type="text/event-stream", headers=headers)
-    return await stream.whole(headers)
+    return await stream.whole(http, headers)
+
+
+async def _disconnected(http: Request) -> None:
+    """Return once the client has disconnected (the body is already read: the next message
+    the server hands on is ``http.disconnect``)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Stream:
@@ -484,14 +491,28 @@ class _Stream:
                 len(self.token_ids),
             )
 
-    async def whole(self, headers: dict[str, str]) -> Response:
+    async def _text(self) -> str:
         text = ""
+        while not self.done:
+            text += await self._next()
+        return text
+
+    async def whole(self, http: Request, headers: dict[str, str]) -> Response:
+        # Nothing is sent before the end, so nothing would notice a client that hangs up:
+        # listen for its disconnect beside the tokens (a streaming response does the same).
+        collect = asyncio.ensure_future(self._text())
+        gone = asyncio.ensure_future(_disconnected(http))
         try:
-            while not self.done:
-                text += await self._next()
+            await asyncio.wait((collect, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            gone.cancel()
+            collect.cancel()
             if not self.done:
                 self.front.controller.abort(self.internal_id)
+        if not collect.done() or collect.cancelled():
+            log.info("request %s: cancelled after %d tokens", self.request_id, len(self.token_ids))
+            return Response(status_code=499)  # nobody reads it: the client is gone
+        text = collect.result()
         if self.error is not None or self.finish_reason is None:
             raise _internal(self.error or "request ended without a finish reason")
         build = p.chat_response if self.request.kind == "chat" else p.completion_response
