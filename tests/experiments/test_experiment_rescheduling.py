@@ -83,3 +83,19 @@ def test_a_search_that_never_fails_reports_its_cap_as_a_cap(tmp_path: Path) -> N
 def test_nonsense_options_are_refused(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["experiment", "rescheduling", *args])
     assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_experiment_on_vllms_random_dataset_flags(tmp_path: Path) -> None:
+    """`--workloads random` with vLLM's flags compares policies on the synthetic workload;
+    without a finite --request-rate it is refused (issue 18 item 4)."""
+    args = ["experiment", "rescheduling", "--workloads", "random", "--decode", "1"]
+    args += ["--random-input-len", "800", "--random-output-len", "300", "--num-prompts", "200"]
+    args += ["--window-s", "20", "--policies", "round-robin,least-kv"]
+    refused = CliRunner().invoke(app, [*args, "--out-dir", str(tmp_path)])
+    assert refused.exit_code != 0 and "--request-rate" in str(refused.exception)
+    result = CliRunner().invoke(
+        app, [*args, "--request-rate", "2", "--out-dir", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    cell = json.loads(result.stdout)["workloads"]["random/1P1D"]
+    assert set(cell["policies"]) == {"round-robin", "least-kv"}

@@ -120,3 +120,15 @@ def test_plan_outside_the_measured_range_says_so_once() -> None:
     assert result.stderr.count("warning: extrapolated") == 1
     inside = runner.invoke(app, [*PAPER, "--slo", "ttft=2s,tpot=20ms", "--json"])
     assert json.loads(inside.stdout)["extrapolated"] == [] and "warning" not in inside.stderr
+
+
+def test_plan_verify_on_vllms_random_dataset_flags() -> None:
+    """A synthetic workload from vLLM's flags: planned at --request-rate and verified in the
+    simulator on those requests (issue 18 item 4)."""
+    args = ["plan", "--random-input-len", "1000", "--random-output-len", "200"]
+    args += ["--random-range-ratio", "0.5", "--request-rate", "8", "--num-prompts", "300"]
+    args += ["--goodput", "ttft:2000 tpot:50", "--profile", "llama3-8b_a100_tp1"]
+    result = runner.invoke(app, [*args, "--verify", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["rate_rps"] == 8.0 and out["verified_num_prefill"] is not None

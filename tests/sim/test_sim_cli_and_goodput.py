@@ -144,3 +144,17 @@ def test_simulation_outside_the_measured_range_says_so_in_one_line() -> None:
     assert "OutOfMeasuredRangeWarning" not in result.stderr
     inside = runner.invoke(app, [*BASE, "--json"])
     assert json.loads(inside.stdout)["extrapolated"] == [] and inside.stderr == ""
+
+
+def test_simulate_runs_vllms_random_dataset_flags() -> None:
+    """`--random-input-len/--random-output-len/--request-rate/--burstiness/--num-prompts`
+    simulate the synthetic workload; beside another workload they are refused (issue 18)."""
+    args = ["simulate", "--random-input-len", "256", "--random-output-len", "32"]
+    args += ["--request-rate", "5", "--burstiness", "0.5", "--num-prompts", "120", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["num_requests"] == 120 and m["workload"].startswith("random-256x32")
+    assert m["total_input_tokens"] == 120 * 256
+    refused = runner.invoke(app, ["simulate", "-w", "azure-conv", "--request-rate", "5"])
+    assert refused.exit_code != 0 and "-w random" in str(refused.exception)

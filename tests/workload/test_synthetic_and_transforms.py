@@ -107,3 +107,46 @@ def test_span_cuts_a_long_trace_and_repeats_a_short_one() -> None:
 
 def test_transforms_record_notes() -> None:
     assert scale_rate(W, 2.0).notes == ("rate x2",)
+
+
+def test_random_workload_follows_vllms_random_dataset() -> None:
+    """Fixed lengths at range ratio 0, uniform in len*(1-R)..len*(1+R) otherwise; gamma gaps
+    of shape `burstiness` at the rate; seeded (issue 18 item 4)."""
+    from tandem.workload.synthetic import random_workload
+
+    fixed = random_workload(input_len=512, output_len=64, rate_rps=10.0, num_prompts=2000)
+    assert set(fixed.prompt_tokens.tolist()) == {512} and set(fixed.output_tokens.tolist()) == {64}
+    assert fixed.rate_rps == pytest.approx(10.0, rel=0.1)
+    ranged = random_workload(
+        input_len=1000, output_len=100, range_ratio=0.5, rate_rps=4.0, burstiness=0.25,
+        num_prompts=4000, seed=3,
+    )  # fmt: skip
+    assert ranged.prompt_tokens.min() >= 500 and ranged.prompt_tokens.max() <= 1500
+    assert ranged.prompt_tokens.mean() == pytest.approx(1000, rel=0.05)
+    gaps = np.diff(ranged.arrivals_s)
+    assert gaps.std() / gaps.mean() == pytest.approx(2.0, rel=0.15)  # CV = 1/sqrt(0.25)
+    again = random_workload(
+        input_len=1000, output_len=100, range_ratio=0.5, rate_rps=4.0, burstiness=0.25,
+        num_prompts=4000, seed=3,
+    )  # fmt: skip
+    assert again.requests == ranged.requests
+    burst = random_workload(input_len=8, output_len=8, num_prompts=5)  # rate inf: all at 0 s
+    assert burst.arrivals_s.tolist() == [0.0] * 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"range_ratio": 1.0}, "--random-range-ratio"),
+        ({"rate_rps": float("nan")}, "--request-rate"),
+        ({"burstiness": 0.0}, "--burstiness"),
+        ({"num_prompts": 0}, "--num-prompts"),
+        ({"input_len": 0}, "--random-input-len"),
+    ],
+)
+def test_random_workload_refuses_nonsense(kwargs: dict, message: str) -> None:
+    from tandem.workload.synthetic import random_workload
+
+    args = {"input_len": 10, "output_len": 10, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        random_workload(**args)

@@ -10,6 +10,8 @@ from typing import Any
 import typer
 
 from tandem.commands._output import parse_positive_ints, print_json, print_table
+from tandem.commands._synthetic import HELP as RANDOM_HELP
+from tandem.commands._synthetic import RANDOM, RandomFlags
 from tandem.errors import ConfigError
 from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
 from tandem.metrics.serving import SLO_HELP, parse_slo
@@ -33,8 +35,31 @@ def rescheduling(
     workloads: str = typer.Option(
         "servegen-r1,azure-conv,azure-code,mooncake-conv",
         "--workloads",
-        help="Embedded workloads or trace paths, comma-separated.",
+        help="Embedded workloads, trace paths or 'random' (the synthetic options below), "
+        "comma-separated.",
     ),
+    random_input_len: int | None = typer.Option(
+        None, "--random-input-len", help=RANDOM_HELP["input"]
+    ),
+    random_output_len: int | None = typer.Option(
+        None, "--random-output-len", help=RANDOM_HELP["output"]
+    ),
+    random_range_ratio: float | None = typer.Option(
+        None, "--random-range-ratio", help=RANDOM_HELP["range"]
+    ),
+    request_rate: float | None = typer.Option(
+        None,
+        "--request-rate",
+        help="Synthetic workload: requests per second of its base load (needed with random; "
+        "loads are multiples of it).",
+    ),
+    burstiness: float | None = typer.Option(None, "--burstiness", help=RANDOM_HELP["burstiness"]),
+    num_prompts: int | None = typer.Option(
+        None,
+        "--num-prompts",
+        help="Synthetic workload: requests drawn before the window repeats them [default: 1000].",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic workload."),
     decode: str = typer.Option("16,64", "--decode", help="Decode-cluster sizes, comma-separated."),
     prefill_ratio: float = typer.Option(
         1.0,
@@ -94,9 +119,17 @@ def rescheduling(
     workload_names = [w for w in workloads.split(",") if w]
     if not workload_names:
         raise ConfigError("--workloads is empty; name at least one workload")
+    flags = RandomFlags(
+        random_input_len, random_output_len, random_range_ratio, request_rate, burstiness,
+        num_prompts,
+    )  # fmt: skip
+    if flags.given and RANDOM not in workload_names:
+        raise ConfigError("the synthetic-workload options need 'random' in --workloads")
+    if RANDOM in workload_names and (request_rate is None or not math.isfinite(request_rate)):
+        raise ConfigError("--workloads random needs a finite --request-rate (its base load)")
     for workload_name in workload_names:
         slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
-        trace = load_workload(workload_name)
+        trace = flags.workload(seed) if workload_name == RANDOM else load_workload(workload_name)
         per_decode: float | None = None  # load per decode instance found on a smaller cluster
         for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))

@@ -15,6 +15,8 @@ from typing import Any
 import typer
 
 from tandem.commands._output import plot_path, print_json, print_mapping, print_table
+from tandem.commands._synthetic import HELP as RANDOM_HELP
+from tandem.commands._synthetic import RandomFlags, wants_random
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.base import CostModel
@@ -33,8 +35,17 @@ from tandem.workload.request import Workload
 
 
 def _shape(
-    workload: str | None, input_len: float | None, output_len: float | None
+    workload: str | None,
+    input_len: float | None,
+    output_len: float | None,
+    flags: RandomFlags | None = None,
+    seed: int = 0,
 ) -> tuple[WorkloadShape, Workload | None]:
+    if flags is not None and wants_random(workload, flags):
+        if input_len is not None or output_len is not None:
+            raise ConfigError("give either -w random or --input-len/--output-len, not both")
+        w = flags.workload(seed)
+        return shape_from_workload(w), w
     if workload is not None:
         if input_len is not None or output_len is not None:
             raise ConfigError("give either --workload or --input-len/--output-len, not both")
@@ -48,10 +59,18 @@ def _shape(
 
 
 def _rate(
-    throughput: str | None, rate: str | None, shape: WorkloadShape, w: Workload | None
+    throughput: str | None,
+    rate: str | None,
+    shape: WorkloadShape,
+    w: Workload | None,
+    request_rate: float | None = None,
 ) -> float:
     if throughput is not None and rate is not None:
         raise ConfigError("give either --throughput or --rate, not both")
+    if rate is None and throughput is None and request_rate is not None:
+        if math.isinf(request_rate):
+            raise ConfigError("plan needs a finite load: --request-rate R, --rate or --throughput")
+        return request_rate
     if throughput is not None:
         return parse_throughput(throughput) / shape.tokens_per_request
     if rate is not None:
@@ -187,7 +206,27 @@ def _print_steps(plan: Plan, req: PlanRequest) -> None:
 
 
 def plan_command(
-    workload: str | None = typer.Option(None, "--workload", "-w", help="Workload name or path."),
+    workload: str | None = typer.Option(
+        None,
+        "--workload",
+        "-w",
+        help="Workload name, trace path, or 'random' (the synthetic options below).",
+    ),
+    random_input_len: int | None = typer.Option(
+        None, "--random-input-len", help=RANDOM_HELP["input"]
+    ),
+    random_output_len: int | None = typer.Option(
+        None, "--random-output-len", help=RANDOM_HELP["output"]
+    ),
+    random_range_ratio: float | None = typer.Option(
+        None, "--random-range-ratio", help=RANDOM_HELP["range"]
+    ),
+    request_rate: float | None = typer.Option(
+        None, "--request-rate", help=RANDOM_HELP["rate"] + " Also the load to plan for."
+    ),
+    burstiness: float | None = typer.Option(None, "--burstiness", help=RANDOM_HELP["burstiness"]),
+    num_prompts: int | None = typer.Option(None, "--num-prompts", help=RANDOM_HELP["num"]),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic workload."),
     input_len: float | None = typer.Option(None, "--input-len", help="Mean prompt tokens."),
     output_len: float | None = typer.Option(None, "--output-len", help="Mean output tokens."),
     throughput: str | None = typer.Option(
@@ -231,9 +270,13 @@ def plan_command(
     if verify_requests is not None and verify_requests < 2:
         raise ConfigError(f"--verify-requests must be >= 2, got {verify_requests}")
     plot = plot_path(plot, "--plot")
+    flags = RandomFlags(
+        random_input_len, random_output_len, random_range_ratio, request_rate, burstiness,
+        num_prompts,
+    )  # fmt: skip
     req, w = _request(
         workload, input_len, output_len, throughput, rate, slo_text, ttft_percentile, profile,
-        measured, prefill_max, overhead, tpot_table, queue, dispatch,
+        measured, prefill_max, overhead, tpot_table, queue, dispatch, flags, seed,
     )  # fmt: skip
     with warnings.catch_warnings():
         # The batch search probes batches outside measured tables on purpose; what the plan
@@ -288,16 +331,18 @@ def _request(
     tpot_table: str | None,
     queue: str,
     dispatch: str,
+    flags: RandomFlags | None = None,
+    seed: int = 0,
 ) -> tuple[PlanRequest, Workload | None]:
     slo = parse_slo(slo_text)
     if slo.ttft_s is None or slo.tpot_s is None:
         raise ConfigError("--slo needs both ttft and tpot, e.g. ttft=2s,tpot=20ms")
-    shape, w = _shape(workload, input_len, output_len)
+    shape, w = _shape(workload, input_len, output_len, flags, seed)
     overhead_s = parse_duration_s(overhead) if overhead is not None else None
     cost = _cost(profile, measured, prefill_max, tpot_table, overhead_s, shape)
     req = PlanRequest(
         shape=shape,
-        rate_rps=_rate(throughput, rate, shape, w),
+        rate_rps=_rate(throughput, rate, shape, w, flags.request_rate if flags else None),
         ttft_slo_s=slo.ttft_s,
         tpot_slo_s=slo.tpot_s,
         cost=cost,

@@ -11,6 +11,8 @@ from typing import Any
 import typer
 
 from tandem.commands._output import plot_path, print_json, print_mapping
+from tandem.commands._synthetic import HELP as RANDOM_HELP
+from tandem.commands._synthetic import RandomFlags, wants_random
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, SLO_HELP, parse_slo
 from tandem.perf.ranges import OutOfMeasuredRangeWarning
@@ -52,9 +54,21 @@ def load_cost_model(profile: str):  # noqa: ANN201 - CostModel, imported lazily
 
 
 def prepare_workload(
-    workload: str, rate_scale: float, num_requests: int | None, skip_bad: bool
+    workload: str | None,
+    rate_scale: float,
+    num_requests: int | None,
+    skip_bad: bool,
+    flags: RandomFlags | None = None,
+    seed: int = 0,
 ) -> Workload:
-    w = load_workload(workload, skip_bad=skip_bad)
+    """The workload to simulate: a trace (embedded or a file; the first ``num_requests``) or
+    the synthetic one (``-w random`` or the vLLM random-dataset flags; ``num_requests`` of
+    them), at ``rate_scale`` times its rate."""
+    flags = flags or RandomFlags()
+    if wants_random(workload, flags):
+        w = replace(flags, num_prompts=num_requests).workload(seed)
+    else:
+        w = load_workload(workload or "azure-conv", skip_bad=skip_bad)
     if num_requests is not None:
         w = limit(w, num_requests)
     if rate_scale != 1.0:
@@ -159,9 +173,24 @@ def goodput_search(w: Workload, config: ClusterConfig, slo: SLO) -> dict[str, An
 
 
 def simulate_command(
-    workload: str = typer.Option(
-        "azure-conv", "--workload", "-w", help="Embedded workload or trace path."
+    workload: str | None = typer.Option(
+        None,
+        "--workload",
+        "-w",
+        help="Embedded workload, trace path, or 'random' (the synthetic options below) "
+        "[default: azure-conv].",
     ),
+    random_input_len: int | None = typer.Option(
+        None, "--random-input-len", help=RANDOM_HELP["input"]
+    ),
+    random_output_len: int | None = typer.Option(
+        None, "--random-output-len", help=RANDOM_HELP["output"]
+    ),
+    random_range_ratio: float | None = typer.Option(
+        None, "--random-range-ratio", help=RANDOM_HELP["range"]
+    ),
+    request_rate: float | None = typer.Option(None, "--request-rate", help=RANDOM_HELP["rate"]),
+    burstiness: float | None = typer.Option(None, "--burstiness", help=RANDOM_HELP["burstiness"]),
     profile: str = typer.Option(
         DEFAULT_PROFILE, "--profile", help="Performance profile name or file."
     ),
@@ -200,7 +229,10 @@ def simulate_command(
         help="Decode admission: greedy (default, as vLLM) or predictive (needs predictions).",
     ),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the run's random draws (prediction noise, --prefill-cv)."
+        0,
+        "--seed",
+        help="Seed of the run's random draws (prediction noise, --prefill-cv) and of the "
+        "synthetic workload.",
     ),
     prefill_cv: float = typer.Option(
         0.0,
@@ -210,7 +242,11 @@ def simulate_command(
     ),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the arrival rate."),
     num_requests: int | None = typer.Option(
-        None, "--num-requests", help="Use only the first N requests."
+        None,
+        "--num-requests",
+        "--num-prompts",
+        help="Use only the first N requests of a trace; the synthetic workload's count "
+        "[default: 1000].",
     ),
     max_batch: int = typer.Option(256, "--max-batch", help="Decode batch size limit."),
     prefill_budget: int = typer.Option(
@@ -257,7 +293,10 @@ def simulate_command(
         prediction=prediction,
         admission=admission,
     )
-    w = prepare_workload(workload, rate_scale, num_requests, skip_bad)
+    flags = RandomFlags(
+        random_input_len, random_output_len, random_range_ratio, request_rate, burstiness
+    )
+    w = prepare_workload(workload, rate_scale, num_requests, skip_bad, flags, seed)
     found: dict[str, Any] = {}
     with warnings.catch_warnings():
         # Said once after the run, from what it used (result.extrapolations), instead.

@@ -137,3 +137,52 @@ def synthetic_workload(
     prompts = input_len.sample(num_requests, rng)
     outputs = output_len.sample(num_requests, rng)
     return workload_from_arrays(name, arrivals, prompts, outputs)
+
+
+def random_workload(
+    *,
+    input_len: int,
+    output_len: int,
+    range_ratio: float = 0.0,
+    rate_rps: float = math.inf,
+    burstiness: float = 1.0,
+    num_prompts: int = 1000,
+    seed: int = 0,
+) -> Workload:
+    """``vllm bench serve --dataset-name random``'s workload: lengths drawn uniformly from
+    ``[len * (1 - range_ratio), len * (1 + range_ratio)]`` (fixed when the ratio is 0); gaps
+    from a gamma distribution of shape ``burstiness`` with mean ``1 / rate_rps`` (1 =
+    Poisson, smaller = burstier); ``rate_rps = inf`` sends every request at 0 s, as vLLM
+    does. Seeded; the first request arrives at 0 s."""
+    for label, value in (("--random-input-len", input_len), ("--random-output-len", output_len)):
+        if value < 1:
+            raise ConfigError(f"{label} must be >= 1 token, got {value}")
+    if not (math.isfinite(range_ratio) and 0 <= range_ratio < 1):
+        raise ConfigError(f"--random-range-ratio must be in [0, 1), got {range_ratio}")
+    if math.isnan(rate_rps) or rate_rps <= 0:
+        raise ConfigError(f"--request-rate must be > 0 requests/s (or inf), got {rate_rps}")
+    if not (math.isfinite(burstiness) and burstiness > 0):
+        raise ConfigError(f"--burstiness must be a finite number > 0, got {burstiness}")
+    if num_prompts < 1:
+        raise ConfigError(f"--num-prompts must be >= 1, got {num_prompts}")
+
+    def lengths(mean: int) -> LengthDist:
+        low = max(1, int(mean * (1 - range_ratio)))
+        high = max(low, int(mean * (1 + range_ratio)))
+        return FixedLength(mean) if low == high else UniformLength(low, high)
+
+    rng = np.random.default_rng(seed)
+    if math.isinf(rate_rps):
+        arrivals = np.zeros(num_prompts)
+    else:
+        gaps = interarrival_times(num_prompts, rate_rps, 1.0 / math.sqrt(burstiness), rng)
+        arrivals = np.concatenate([[0.0], np.cumsum(gaps[1:])])
+    prompts = lengths(input_len).sample(num_prompts, rng)
+    outputs = lengths(output_len).sample(num_prompts, rng)
+    rate = "inf" if math.isinf(rate_rps) else f"{rate_rps:g}"
+    name = f"random-{input_len}x{output_len}@{rate}rps"
+    note = (
+        f"random: input {input_len}, output {output_len}, range ratio {range_ratio:g}, "
+        f"{rate} req/s, burstiness {burstiness:g}, {num_prompts} prompts, seed {seed}"
+    )
+    return workload_from_arrays(name, arrivals, prompts, outputs, (note,))
