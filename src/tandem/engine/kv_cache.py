@@ -106,9 +106,10 @@ class RunningBatch:
         ]
         return RunningBatch(layers, mask[:, start:])
 
-    def row_kv(self, row: int) -> list[LayerKV]:
-        """Row ``row``'s KV without padding: per layer ([H, T_row, D], [H, T_row, D]) copies."""
-        columns = self.attention_mask[row].nonzero().squeeze(-1)
+    def row_kv(self, row: int, start: int = 0) -> list[LayerKV]:
+        """Row ``row``'s KV without padding, from its token ``start`` on: per layer
+        ([H, T_row - start, D], [H, T_row - start, D]) copies."""
+        columns = self.attention_mask[row].nonzero().squeeze(-1)[start:]
         return [
             (k[row][:, columns].clone(), v[row][:, columns].clone()) for k, v in self.layer_kv()
         ]

@@ -261,21 +261,36 @@ class ModelRunner:
             if state.seq_id == seq_id:
                 self._waiting.remove(state)
                 return True
-        rows = [i for i, s in enumerate(self._running) if s.seq_id == seq_id]
-        if not rows:
+        try:
+            row = self._row(seq_id)
+        except ConfigError:
             return False
-        self._keep([i for i in range(len(self._running)) if i != rows[0]])
+        self._keep([i for i in range(len(self._running)) if i != row])
         return True
 
     # -- migration --------------------------------------------------------------------------
 
-    def detach(self, seq_id: int) -> SequenceSnapshot:
-        """Remove a running request and return everything needed to continue it elsewhere."""
-        rows = [i for i, s in enumerate(self._running) if s.seq_id == seq_id]
-        if not rows:
-            raise ConfigError(f"request {seq_id} is not running in this runner")
+    def _row(self, seq_id: int) -> int:
+        for i, s in enumerate(self._running):
+            if s.seq_id == seq_id:
+                return i
+        raise ConfigError(f"request {seq_id} is not running in this runner")
+
+    def export_kv(
+        self, seq_id: int, start: int = 0
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """A copy of a running request's KV from its token ``start`` on, per layer
+        ([H, T, D], [H, T, D]); the request keeps running (a migration's first stage)."""
+        row = self._row(seq_id)
         assert self._batch is not None
-        row, seq = rows[0], self._running[rows[0]]
+        return tuple(self._batch.row_kv(row, start))
+
+    def detach(self, seq_id: int, kv_from: int = 0) -> SequenceSnapshot:
+        """Remove a running request and return everything needed to continue it elsewhere
+        (its KV from token ``kv_from`` on: the earlier part may have been copied already)."""
+        row = self._row(seq_id)
+        assert self._batch is not None
+        seq = self._running[row]
         snapshot = SequenceSnapshot(
             model_fingerprint=self.identity.fingerprint,
             prompt_token_ids=seq.prompt_token_ids,
@@ -283,7 +298,7 @@ class ModelRunner:
             params=seq.params,
             max_new_tokens=seq.max_new_tokens,
             generator_state=seq.generator.get_state(),
-            kv_by_layer=tuple(self._batch.row_kv(row)),
+            kv_by_layer=tuple(self._batch.row_kv(row, kv_from)),
         )
         self._keep([i for i in range(len(self._running)) if i != row])
         return snapshot

@@ -11,6 +11,9 @@ Life of a request through the Controller (the twin of ``sim.cluster``):
    ``DecodeInstanceView``s and the hand-off goes there as a ``DecodeTask``.
 4. Decode events fan out to the streams; a finish reason closes the stream.
 5. ``abort`` (client gone, stop string reached) cancels the request on the worker holding it.
+6. With a rescheduler, every ``interval_s`` the Controller asks it for migrations over the
+   same views and carries them out live (``serve.migration``); a request is owned by one
+   worker at a time and its tokens are taken only from that worker.
 
 Admission is bounded: ``submit`` refuses a request (``Overloaded``) while ``max_in_flight``
 requests are in flight (submitted and not yet finished, failed or aborted), so a flood cannot
@@ -29,7 +32,12 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from tandem.control.policies import make_dispatch, make_placement
+from tandem.control.policies import (
+    DecodeRescheduler,
+    make_dispatch,
+    make_placement,
+    make_rescheduler,
+)
 from tandem.control.views import NewRequestView
 from tandem.engine.sampling import SamplingParams
 from tandem.errors import ConfigError
@@ -37,12 +45,15 @@ from tandem.serve.backends import WorkerHandle
 from tandem.serve.messages import (
     ROLE_DECODE,
     DecodeTask,
+    MigrationEvent,
+    MigrationTask,
     PrefillTask,
     StepEvent,
     WorkerInfo,
     WorkerStats,
 )
 from tandem.serve.metrics import ServeMetrics
+from tandem.serve.migration import LiveMigrations
 from tandem.serve.views import ServedDecodeView, ServedPrefillView
 
 log = logging.getLogger("tandem.serve")
@@ -76,6 +87,8 @@ class _Request:
     decode_worker: int | None = None
     #: Tokens already sent to the client (a request resumes after them if its worker dies).
     sent_token_ids: list[int] = field(default_factory=list)
+    #: Set when a migration stopped it at its source: its last token's time (for the pause).
+    pause_from_s: float | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -128,6 +141,7 @@ class Controller:
         metrics: ServeMetrics | None = None,
         stream_interval_s: float = 0.0,
         max_in_flight: int | None = None,
+        rescheduler: DecodeRescheduler | str = "none",
     ) -> None:
         if not prefill or not decode:
             raise ConfigError("serving needs at least one prefill and one decode worker")
@@ -135,6 +149,9 @@ class Controller:
         self.decode = list(decode)
         self.dispatch = make_dispatch(dispatch)
         self.placement = make_placement(placement)
+        self.rescheduler = (
+            make_rescheduler(rescheduler) if isinstance(rescheduler, str) else rescheduler
+        )
         self.metrics = metrics
         #: Decode workers answer polls at most this often (several steps per answer).
         self.stream_interval_s = stream_interval_s
@@ -153,6 +170,7 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._t0 = time.monotonic()
+        self.migrations = LiveMigrations(self)
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -182,6 +200,8 @@ class Controller:
             )
             self._sent[key] = _Sent()
             self._tasks.append(asyncio.create_task(self._poll_loop(handle)))
+        if self.rescheduler.interval_s is not None:
+            self._tasks.append(asyncio.create_task(self._reschedule_loop(self.rescheduler)))
         self.ready = True
         for info in infos:
             log.info(
@@ -230,7 +250,10 @@ class Controller:
         """Cancel a request wherever it is; its KV is freed there. Unknown ids are ignored."""
         request = self._requests.pop(request_id, None)
         if request is not None:
-            request.worker.abort([request_id])
+            others = self.migrations.on_abort(request_id)
+            for worker in {request.worker, *others}:
+                if self.is_live(worker):
+                    worker.abort([request_id])
 
     @property
     def num_in_flight(self) -> int:
@@ -244,10 +267,30 @@ class Controller:
         """Whether ``request_id`` is in flight."""
         return request_id in self._requests
 
+    def request(self, request_id: str) -> _Request | None:
+        return self._requests.get(request_id)
+
+    def migrate(self, request_id: str, decode_worker_id: int) -> int | None:
+        """Start moving a request to decode worker ``decode_worker_id`` (what a rescheduler's
+        ``Migration`` does); the migration's id, or None if it cannot start now (unknown
+        request, not decoding, already migrating, same or dead worker)."""
+        request = self._requests.get(request_id)
+        dest = next((h for h in self.decode if h.worker_id == decode_worker_id), None)
+        if request is None or dest is None:
+            return None
+        return self.migrations.start(request, dest)
+
     # -- views --------------------------------------------------------------------------------
 
     def _live(self, handles: Sequence[WorkerHandle]) -> list[WorkerHandle]:
         return [h for h in handles if (h.role, h.worker_id) not in self._dead]
+
+    def _owned_by(self, request_id: str, handle: WorkerHandle) -> bool:
+        request = self._requests.get(request_id)
+        return request is not None and request.worker is handle
+
+    def is_live(self, handle: WorkerHandle) -> bool:
+        return (handle.role, handle.worker_id) not in self._dead
 
     def _choose_prefill(self, view: NewRequestView) -> WorkerHandle:
         live = self._live(self.prefill)
@@ -295,10 +338,57 @@ class Controller:
         if key in self._dead:
             self._fail_requests([task.request_id], self._dead[key])
             return
+        self.send_control(worker, task, tokens)
+
+    def send_control(
+        self, worker: WorkerHandle, task: PrefillTask | DecodeTask | MigrationTask, tokens: int
+    ) -> bool:
+        """Send ``task`` (counted as ``tokens`` pending there until the worker sees it);
+        False if the worker is gone."""
+        key = (worker.role, worker.worker_id)
+        if key in self._dead:
+            return False
         sent = self._sent[key]
         sent.tokens.append(tokens)
         sent.num_sent += 1
         worker.submit([task])
+        return True
+
+    def send_decode_task(self, request: _Request, worker: WorkerHandle, task: DecodeTask) -> None:
+        """Place a request whose hand-off is ``task.handoff`` on ``worker`` (another live
+        decode worker by the placement policy if that one is gone)."""
+        if not self.is_live(worker):
+            self._place(request, task.handoff, task.kv_tokens)
+            return
+        request.worker = worker
+        request.decode_worker = worker.worker_id
+        self._send(worker, task, task.kv_tokens)
+
+    async def _reschedule_loop(self, rescheduler: DecodeRescheduler) -> None:
+        interval = rescheduler.interval_s
+        assert interval is not None
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                self._reschedule(rescheduler)
+            except Exception:  # a policy bug must not stop serving
+                log.exception("rescheduler %s failed", type(rescheduler).__name__)
+
+    def _reschedule(self, rescheduler: DecodeRescheduler) -> None:
+        live = self._live(self.decode)
+        if len(live) < 2 or not self._requests:
+            return
+        plans = rescheduler.plan(time.monotonic() - self._t0, self.decode_views())
+        if not plans:
+            return
+        by_number = {r.number: r for r in self._requests.values()}
+        for plan in plans:
+            request = by_number.get(plan.request_id)
+            if request is None or not (0 <= plan.destination < len(live)):
+                continue
+            if request.worker is not live[plan.source]:
+                continue  # the view was stale: the request is no longer there
+            self.migrations.start(request, live[plan.destination])
 
     async def _poll_loop(self, handle: WorkerHandle) -> None:
         key = (handle.role, handle.worker_id)
@@ -320,21 +410,35 @@ class Controller:
                     self._on_event(handle, event, now)
                 except Exception:  # a bug here must not stop the loop that serves everyone
                     log.exception(
-                        "handling a %s event of %s worker %d failed",
-                        event.kind,
+                        "handling a %s of %s worker %d failed",
+                        type(event).__name__,
                         handle.role,
                         handle.worker_id,
                     )
-                    self._fail_requests(event.request_ids, "internal error handling a step")
+                    ids = (
+                        (event.request_id,)
+                        if isinstance(event, MigrationEvent)
+                        else event.request_ids
+                    )
+                    self._fail_requests(ids, "internal error handling a step")
 
-    def _on_event(self, handle: WorkerHandle, event: StepEvent, now: float) -> None:
+    def _on_event(
+        self, handle: WorkerHandle, event: StepEvent | MigrationEvent, now: float
+    ) -> None:
+        if isinstance(event, MigrationEvent):
+            self.migrations.on_event(handle, event, now)
+            return
         if event.kind == "error":
-            self._fail_requests(event.request_ids, event.error or "the worker failed the request")
+            owned = [r for r in event.request_ids if self._owned_by(r, handle)]
+            self._fail_requests(owned, event.error or "the worker failed the request")
             return
         for row, request_id in enumerate(event.request_ids):
             request = self._requests.get(request_id)
             if request is None:
                 continue  # aborted meanwhile (its KV, if any, is dropped with the message)
+            if request.worker is not handle:
+                log.error("dropped a token of %s from a worker that does not own it", request_id)
+                continue
             reason = event.finish_reasons[row]
             request.sent_token_ids.append(event.token_ids[row])
             self._record_token(request, handle, now, reason)
@@ -375,6 +479,9 @@ class Controller:
                 metrics.observe_ttft(handle.worker_id, now - request.arrival_s)
         elif metrics is not None and request.last_token_s is not None:
             metrics.observe_itl(handle.worker_id, now - request.last_token_s)
+        if request.pause_from_s is not None and handle.role == ROLE_DECODE:
+            self.migrations.observe_pause(now - request.pause_from_s)
+            request.pause_from_s = None
         request.last_token_s = now
         if reason is not None and metrics is not None:
             worker = request.decode_worker if request.decode_worker is not None else -1
@@ -396,6 +503,7 @@ class Controller:
     def _fail_worker(self, handle: WorkerHandle, message: str) -> None:
         """A worker is gone: each of its requests resumes elsewhere, or fails if it cannot."""
         self._dead[(handle.role, handle.worker_id)] = message
+        self.migrations.on_worker_failed(handle)
         for request_id, request in list(self._requests.items()):
             if request.worker is not handle:
                 continue
@@ -403,6 +511,13 @@ class Controller:
                 self._resume(request)
             except ConfigError as exc:
                 self._fail_requests([request_id], f"{message}; cannot resume: {exc}")
+
+    def resume(self, request: _Request) -> None:
+        """``_resume``, failing the request if it cannot resume."""
+        try:
+            self._resume(request)
+        except ConfigError as exc:
+            self._fail_requests([request.request_id], f"cannot resume: {exc}")
 
     def _resume(self, request: _Request) -> None:
         """Prefill the prompt plus the tokens already sent again, on a live prefill worker; the

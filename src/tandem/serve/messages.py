@@ -47,6 +47,9 @@ class WorkerConfig:
     prediction: str = "none"
     prediction_refresh_tokens: int = 20
     admission: str = "greedy"
+    #: Decode only: a migration's memory reserved here is freed if its last stage has not
+    #: arrived this many seconds after the reservation.
+    migration_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +95,30 @@ class KVHandoff:
     generator_state: np.ndarray
     keys: tuple[np.ndarray, ...]
     values: tuple[np.ndarray, ...]
+    #: The carried cache covers tokens ``kv_start`` onward (a migration's last stage carries
+    #: only what its first stage did not).
+    kv_start: int = 0
 
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def kv_bytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class KVPart:
+    """Part of a running request's KV cache, copied while it keeps decoding (a migration's
+    first stage): layer i's keys and values, [kv_heads, tokens, head_dim]."""
+
+    keys: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.keys[0].shape[1]) if self.keys else 0
 
     @property
     def kv_bytes(self) -> int:
@@ -114,6 +137,44 @@ class DecodeTask:
     #: What predictions need before the hand-off is fetched.
     max_new_tokens: int = 0
     ignore_eos: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationTask:
+    """One stage of a live migration (``serve.migration`` has the protocol).
+
+    To the destination: ``reserve`` (hold ``kv_tokens`` for it, or refuse), ``stage`` (keep the
+    first copy, ``box``), ``commit`` (``box`` has the rest: attach and decode), ``release``
+    (forget it). To the source: ``copy`` (export the KV so far and keep decoding), ``detach``
+    (stop, export the KV from ``from_token`` on with the sampler state, free it here).
+    """
+
+    request_id: str
+    migration_id: int
+    stage: str
+    kv_tokens: int = 0
+    from_token: int = 0
+    box: Any = None
+    max_new_tokens: int = 0
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationEvent:
+    """A worker's answer to a ``MigrationTask`` (``serve.migration`` lists the outcomes).
+
+    ``box`` carries a hand-off (``staged`` / ``detached``: part of the KV; ``replaced``: the
+    waiting request's own hand-off); ``kv_tokens`` is how many KV tokens it covers or needs.
+    """
+
+    request_id: str
+    migration_id: int
+    outcome: str
+    box: Any = None
+    kv_tokens: int = 0
+    num_bytes: int = 0
+    generated: int = 0
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +229,14 @@ class WorkerStats:
     waiting: tuple[tuple[str, int, int, float | None], ...] = ()
     #: Whether a prediction source runs (views then project KV from predictions).
     predicting: bool = False
+    #: Decode only: migrations into this worker holding a reservation, and the KV they hold.
+    num_migrating_in: int = 0
+    kv_reserved_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerUpdate:
     """The answer to one ``poll``: events since the last poll and the stats after them."""
 
-    events: tuple[StepEvent, ...]
+    events: tuple[StepEvent | MigrationEvent, ...]
     stats: WorkerStats

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -115,7 +115,37 @@ class ServeMetrics:
             "Histogram of end-to-end request latency in seconds.",
             _E2E_BUCKETS,
         )
+        self.migrations = Counter(
+            PREFIX + "migrations",
+            "Live migrations between decode workers, by outcome (migrated, replaced: a waiting "
+            "request moved without copying; aborted: refused, failed or timed out; cancelled: "
+            "the request finished or left first).",
+            ("model_name", "outcome"),
+            registry=self.registry,
+        )
+        self.migration_bytes = Counter(
+            PREFIX + "migration_bytes",
+            "KV bytes copied by live migrations.",
+            ("model_name",),
+            registry=self.registry,
+        )
+        self.migration_pause = Histogram(
+            PREFIX + "migration_pause_seconds",
+            "Gap in a migrated request's stream: its last token from the source to its first "
+            "from the destination.",
+            ("model_name",),
+            buckets=_ITL_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_StatsCollector(model_name, stats))
+
+    def observe_migration(self, outcome: str, num_bytes: int) -> None:
+        self.migrations.labels(model_name=self.model_name, outcome=outcome).inc()
+        if num_bytes:
+            self.migration_bytes.labels(model_name=self.model_name).inc(num_bytes)
+
+    def observe_migration_pause(self, seconds: float) -> None:
+        self.migration_pause.labels(model_name=self.model_name).observe(seconds)
 
     def _labels(self, instance: int, role: str) -> dict[str, str]:
         return {"model_name": self.model_name, "instance": str(instance), "role": role}

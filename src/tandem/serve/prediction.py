@@ -11,9 +11,17 @@ Sources (``tandem serve --prediction``):
   ``E[L - g | L > g]`` over the last ``window`` of them, capped by what ``max_tokens`` leaves.
   ``None`` until ``min_samples`` have finished.
 
+- ``head`` / ``head:CKPT``: the ARES head (``predict.online.LengthPredictor``) on the hidden
+  states the decode step already returned (``StepOutput.hidden_by_layer``; no extra forward).
+  ``observe`` runs it once per step on the rows that are due (no prediction yet, or
+  ``refresh_tokens`` generated since the last), batched. ``head`` alone is the head shipped for
+  the embedded stories260K (``predict/data/stories260k_head.pt``, made by
+  ``scripts/train_stories_head.py``; ``docs/prediction.md``); ``head:CKPT`` a checkpoint of
+  ``tandem predict train`` for the served model (another model's is refused). ``None`` until
+  the head has seen the request's first decode step.
+
 A prediction is refreshed every ``refresh_tokens`` generated tokens and counts down by one per
-token in between, as in the simulator. (The ARES head on the decode step's hidden states is
-issue 15's next step.)
+token in between, as in the simulator; it is capped by what ``max_tokens`` leaves.
 """
 
 from __future__ import annotations
@@ -21,28 +29,108 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, TandemError
 
 if TYPE_CHECKING:
+    from tandem.engine.identity import ModelIdentity
     from tandem.engine.runner import StepOutput
+    from tandem.predict.online import LengthPredictor
 
-SOURCES = ("none", "oracle", "progress-mean")
+#: The head shipped in the package (for the embedded stories260K).
+DEFAULT_HEAD = "stories260k_head.pt"
+
+
+class _SourceNames(tuple[str, ...]):
+    """The source names; ``in`` also accepts ``head:CKPT`` (whether CKPT is a usable
+    checkpoint is ``check_source``'s question, asked before any model loads)."""
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        kind, sep, ckpt = name.partition(":")
+        return tuple.__contains__(self, kind) and (not sep or (kind == "head" and bool(ckpt)))
+
+
+SOURCES = _SourceNames(("none", "oracle", "progress-mean", "head"))
+
+
+def parse_source(source: str) -> tuple[str, str | None]:
+    """``(kind, checkpoint path or None)``; ``ConfigError`` for an unknown or malformed name."""
+    kind, sep, ckpt = source.partition(":")
+    if source not in SOURCES:
+        if kind == "head" and sep:
+            raise ConfigError("--prediction head:CKPT needs a checkpoint path after 'head:'")
+        raise ConfigError(
+            f"unknown prediction source '{source}'; known: {', '.join(SOURCES)}, head:CKPT"
+        )
+    return kind, (ckpt or None) if kind == "head" else None
+
+
+def default_head_path() -> Path:
+    """The shipped stories260K head."""
+    return Path(str(resources.files("tandem.predict") / "data" / DEFAULT_HEAD))
+
+
+def check_source(source: str) -> None:
+    """Refuse, before any model loads, a source that cannot work: an unknown name, or a head
+    checkpoint that is missing or not a predictor checkpoint. (Whether it was made for the
+    served model is checked when the decode workers have loaded it.)"""
+    kind, ckpt = parse_source(source)
+    if kind == "head":
+        _load_head(source, ckpt, None)
+
+
+def _load_head(source: str, ckpt: str | None, identity: ModelIdentity | None) -> LengthPredictor:
+    from tandem.predict.checkpoint import load_bundle
+    from tandem.predict.online import LengthPredictor
+
+    path = Path(ckpt) if ckpt else default_head_path()
+    try:
+        return LengthPredictor.from_bundle(load_bundle(path, identity))
+    except TandemError as exc:
+        hint = ""
+        if ckpt is None:
+            hint = (
+                " (the shipped head is for the embedded stories260K; for another model train "
+                "one with 'tandem predict collect' and 'tandem predict train' and pass "
+                "--prediction head:CKPT)"
+            )
+        raise ConfigError(f"--prediction {source}: {exc}{hint}") from exc
 
 
 class LivePredictor:
     """Predictions of one decode worker's requests."""
 
     def __init__(
-        self, source: str, *, refresh_tokens: int = 20, window: int = 2000, min_samples: int = 20
+        self,
+        source: str,
+        *,
+        refresh_tokens: int = 20,
+        window: int = 2000,
+        min_samples: int = 20,
+        identity: ModelIdentity | None = None,
     ) -> None:
-        if source not in SOURCES:
-            raise ConfigError(f"unknown prediction source '{source}'; known: {', '.join(SOURCES)}")
+        """``identity``: the served model's, which a head checkpoint must have been made for
+        (required by ``head``)."""
+        kind, ckpt = parse_source(source)
         if refresh_tokens < 1:
             raise ConfigError(f"prediction refresh must be >= 1 token, got {refresh_tokens}")
         self.source = source
+        self.kind = kind
         self.refresh_tokens = refresh_tokens
+        self.head: LengthPredictor | None = None
+        if kind == "head":
+            if identity is None:
+                raise ConfigError("--prediction head needs the served model's identity")
+            self.head = _load_head(source, ckpt, identity)
+        #: Head calls and rows predicted so far (for tests and benchmarks).
+        self.head_calls = 0
+        self.head_rows = 0
+        self._head_on: Any = None  # the device the head's weights are on
         self._min_samples = min_samples
         self._recent: deque[int] = deque(maxlen=window)
         self._sorted: list[int] = []
@@ -54,11 +142,39 @@ class LivePredictor:
     @property
     def tap_layers(self) -> tuple[int, ...] | None:
         """Layers the decode step must return hidden states of (None: no hidden states used)."""
-        return None
+        return None if self.head is None else (self.head.layer,)
 
     def observe(self, request_ids: Sequence[str], step: StepOutput) -> None:
-        """One decode step's rows (their hidden states at ``step.hidden_by_layer``); sources
-        that read hidden states refresh the rows that are due from them."""
+        """One decode step's rows (their hidden states at ``step.hidden_by_layer``); the head
+        refreshes the rows that are due from them, in one call. Row i's state is the one after
+        ``num_output_tokens[i] - 1`` generated tokens, so its prediction is stored with that
+        count. Rows that finished in this step are skipped."""
+        head = self.head
+        if head is None:
+            return
+        rows: list[int] = []
+        generated: list[int] = []
+        for i, (request_id, count, reason) in enumerate(
+            zip(request_ids, step.num_output_tokens, step.finish_reasons, strict=True)
+        ):
+            if reason is not None:
+                continue
+            g = count - 1
+            last = self._by_request.get(request_id)
+            if last is None or g - last[1] >= self.refresh_tokens:
+                rows.append(i)
+                generated.append(g)
+        if not rows:
+            return
+        hidden = step.hidden_by_layer[head.layer]
+        if self._head_on != hidden.device:
+            head.to(hidden.device)
+            self._head_on = hidden.device
+        values = head.predict_rows(hidden, rows, generated)
+        self.head_calls += 1
+        self.head_rows += len(rows)
+        for i, g, value in zip(rows, generated, values, strict=True):
+            self._by_request[request_ids[i]] = (float(value), g)
 
     @property
     def enabled(self) -> bool:
@@ -66,7 +182,7 @@ class LivePredictor:
 
     def finished(self, output_tokens: int, natural: bool) -> None:
         """A request ended with ``output_tokens``; ``natural`` if at end-of-sequence."""
-        if self.source == "progress-mean" and natural:
+        if self.kind == "progress-mean" and natural:
             self._recent.append(output_tokens)
             self._dirty = True
 
@@ -80,6 +196,11 @@ class LivePredictor:
         if not self.enabled:
             return None
         last = self._by_request.get(request_id)
+        if self.head is not None:  # refreshed by observe, never here
+            if last is None or last[0] is None:
+                return None
+            room = float(max(0, max_new_tokens - generated))
+            return min(room, max(0.0, last[0] - (generated - last[1])))
         if last is None or generated - last[1] >= self.refresh_tokens or last[0] is None:
             last = (self._predict(generated, max_new_tokens, ignore_eos), generated)
             self._by_request[request_id] = last
@@ -88,7 +209,7 @@ class LivePredictor:
 
     def _predict(self, generated: int, max_new_tokens: int, ignore_eos: bool) -> float | None:
         room = float(max(0, max_new_tokens - generated))
-        if self.source == "oracle":
+        if self.kind == "oracle":
             return room if ignore_eos else None
         if len(self._recent) < self._min_samples:
             return None

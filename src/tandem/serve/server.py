@@ -18,14 +18,18 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
+from tandem.control.policies import DecodeRescheduler
 from tandem.errors import ConfigError
 from tandem.serve.backends import BACKENDS, Backend, RayOptions
 from tandem.serve.messages import ROLE_DECODE, ROLE_PREFILL, WorkerConfig
+from tandem.serve.migration import live_rescheduler
 from tandem.serve.prediction import SOURCES as PREDICTION_SOURCES
+
+T = TypeVar("T")
 
 log = logging.getLogger("tandem.serve")
 #: Default ``--max-waiting-requests``: this many waiting requests per decode batch slot.
@@ -62,6 +66,14 @@ class ServeConfig:
     prediction: str = "none"
     prediction_refresh_tokens: int = 20
     admission: str = "greedy"
+    #: Decode rescheduler whose migrations the Controller carries out live (``serve.migration``),
+    #: its period, horizon and per-request cooldown, and how long a destination holds memory
+    #: for a migration whose last stage has not come.
+    rescheduler: str = "none"
+    reschedule_interval_s: float = 0.05
+    reschedule_horizon_tokens: int = 256
+    reschedule_cooldown_s: float = 1.0
+    migration_timeout_s: float = 10.0
     chat_template: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -111,6 +123,17 @@ class ServeConfig:
             raise ConfigError(f"--max-body-bytes must be >= 1024, got {self.max_body_bytes}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("--api-key (or TANDEM_API_KEY) must not be empty")
+        self.make_rescheduler()  # names and ranges checked here
+        if not 0 < self.migration_timeout_s <= 3600:
+            raise ConfigError("--migration-timeout must be in (0, 3600] seconds")
+
+    def make_rescheduler(self) -> DecodeRescheduler:
+        return live_rescheduler(
+            self.rescheduler,
+            interval_s=self.reschedule_interval_s,
+            horizon_tokens=self.reschedule_horizon_tokens,
+            cooldown_s=self.reschedule_cooldown_s,
+        )
 
     @property
     def max_requests_in_flight(self) -> int:
@@ -144,6 +167,7 @@ class ServeConfig:
                 prediction=self.prediction,
                 prediction_refresh_tokens=self.prediction_refresh_tokens,
                 admission=self.admission,
+                migration_timeout_s=self.migration_timeout_s,
             )
             for i in range(self.num_decode)
         ]
@@ -219,6 +243,7 @@ class TandemServer:
             placement=config.placement,
             stream_interval_s=config.stream_interval_s,
             max_in_flight=config.max_requests_in_flight,
+            rescheduler=config.make_rescheduler(),
         )
         name = config.served_model_name or _default_name(config.model)
         self.front = FrontEnd(
@@ -322,6 +347,14 @@ class ServerThread:
             self.stop()
             raise
         return url
+
+    def call(self, fn: Callable[[], T], timeout_s: float = 30.0) -> T:
+        """Run ``fn`` on the server's event loop (where the Controller lives); its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout_s)
 
     def stop(self) -> None:
         if not self._thread.is_alive():

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,14 +18,17 @@ import torch
 
 from tandem.engine.sequence import SequenceSnapshot
 from tandem.errors import ConfigError
-from tandem.serve.messages import KVHandoff
+from tandem.serve.messages import KVHandoff, KVPart
 
 TRANSPORTS = ("inline", "ray")
 FETCH_TIMEOUT_S = 60.0
 
 
-def to_handoff(request_id: str, snapshot: SequenceSnapshot, *, keep_kv: bool = True) -> KVHandoff:
-    """The snapshot as numpy; ``keep_kv=False`` drops the cache (a preemption: recompute)."""
+def to_handoff(
+    request_id: str, snapshot: SequenceSnapshot, *, keep_kv: bool = True, kv_start: int = 0
+) -> KVHandoff:
+    """The snapshot as numpy; ``keep_kv=False`` drops the cache (a preemption: recompute);
+    ``kv_start``: the snapshot's cache begins at that token (a migration's last stage)."""
     layers = snapshot.kv_by_layer if keep_kv else ()
     return KVHandoff(
         request_id=request_id,
@@ -36,6 +40,30 @@ def to_handoff(request_id: str, snapshot: SequenceSnapshot, *, keep_kv: bool = T
         generator_state=snapshot.generator_state.cpu().numpy(),
         keys=tuple(k.cpu().numpy() for k, _ in layers),
         values=tuple(v.cpu().numpy() for _, v in layers),
+        kv_start=kv_start if keep_kv else 0,
+    )
+
+
+def to_part(kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> KVPart:
+    """Exported KV (``ModelRunner.export_kv``) as numpy."""
+    return KVPart(tuple(k.cpu().numpy() for k, _ in kv), tuple(v.cpu().numpy() for _, v in kv))
+
+
+def join_parts(first: KVPart, rest: KVHandoff) -> KVHandoff:
+    """A migration's two stages as one hand-off: ``first`` covers tokens ``[0, n)`` and
+    ``rest`` (with ``kv_start == n``) the others, plus tokens and sampler state."""
+    if rest.kv_start != first.num_tokens:
+        raise ConfigError(
+            f"migration of {rest.request_id}: the last stage starts at token {rest.kv_start}, "
+            f"the first stage holds {first.num_tokens}"
+        )
+    return replace(
+        rest,
+        keys=tuple(np.concatenate(p, axis=1) for p in zip(first.keys, rest.keys, strict=True)),
+        values=tuple(
+            np.concatenate(p, axis=1) for p in zip(first.values, rest.values, strict=True)
+        ),
+        kv_start=0,
     )
 
 
@@ -46,6 +74,8 @@ def to_snapshot(
     if kv is None:
         if not handoff.keys:
             raise ConfigError(f"hand-off of {handoff.request_id} carries no KV cache")
+        if handoff.kv_start:
+            raise ConfigError(f"hand-off of {handoff.request_id} lacks its first stage")
         kv = tuple(
             (torch.from_numpy(np.array(k)), torch.from_numpy(np.array(v)))
             for k, v in zip(handoff.keys, handoff.values, strict=True)
@@ -61,8 +91,8 @@ def to_snapshot(
     )
 
 
-def ship(handoff: KVHandoff, transport: str) -> Any:
-    """What the prefill worker reports for the decode worker to ``receive``."""
+def ship(handoff: KVHandoff | KVPart, transport: str) -> Any:
+    """What a worker reports for another to ``receive`` (or ``receive_part``)."""
     if transport == "ray":
         import ray
 
@@ -70,14 +100,25 @@ def ship(handoff: KVHandoff, transport: str) -> Any:
     return handoff
 
 
-def receive(box: Any, transport: str) -> KVHandoff:
-    """The hand-off itself (fetched from the object store with the ``ray`` transport)."""
+def _fetch(box: Any, transport: str) -> Any:
     if transport == "ray":
         import ray
 
-        handoff = ray.get(box[0], timeout=FETCH_TIMEOUT_S)
-    else:
-        handoff = box
+        return ray.get(box[0], timeout=FETCH_TIMEOUT_S)
+    return box
+
+
+def receive(box: Any, transport: str) -> KVHandoff:
+    """The hand-off itself (fetched from the object store with the ``ray`` transport)."""
+    handoff = _fetch(box, transport)
     if not isinstance(handoff, KVHandoff):
         raise ConfigError(f"expected a KV hand-off, got {type(handoff).__name__}")
     return handoff
+
+
+def receive_part(box: Any, transport: str) -> KVPart:
+    """A migration's first stage (fetched as ``receive`` does)."""
+    part = _fetch(box, transport)
+    if not isinstance(part, KVPart):
+        raise ConfigError(f"expected part of a KV cache, got {type(part).__name__}")
+    return part

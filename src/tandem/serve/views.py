@@ -65,7 +65,7 @@ class ServedDecodeView:
 
     @property
     def kv_pending_tokens(self) -> int:
-        return self.stats.kv_waiting_tokens + self.unseen_tokens
+        return self.stats.kv_waiting_tokens + self.stats.kv_reserved_tokens + self.unseen_tokens
 
     @property
     def num_running(self) -> int:
@@ -73,7 +73,7 @@ class ServedDecodeView:
 
     @property
     def num_pending(self) -> int:
-        return self.stats.num_waiting + self.unseen_requests
+        return self.stats.num_waiting + self.stats.num_migrating_in + self.unseen_requests
 
     @property
     def num_preemptions(self) -> int:

@@ -29,7 +29,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from tandem.serve.messages import StepEvent, WorkerConfig, WorkerInfo, WorkerStats, WorkerUpdate
+from tandem.serve.messages import (
+    MigrationEvent,
+    StepEvent,
+    WorkerConfig,
+    WorkerInfo,
+    WorkerStats,
+    WorkerUpdate,
+)
+
+Event = StepEvent | MigrationEvent
 
 log = logging.getLogger("tandem.serve")
 _EMA_WEIGHT = 0.2  # weight of the newest step in the recent step time
@@ -43,7 +52,7 @@ class Worker(ABC):
         self._cond = threading.Condition()
         self._inbox: list[Any] = []
         self._aborts: list[str] = []
-        self._events: list[StepEvent] = []
+        self._events: list[Event] = []
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._num_received = 0
@@ -152,13 +161,15 @@ class Worker(ABC):
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._stopped or bool(self._inbox or self._aborts) or self._has_work()
+                    lambda: self._stopped or bool(self._inbox or self._aborts) or self._has_work(),
+                    timeout=self._wake_in_s(),
                 )
                 if self._stopped:
                     return
                 tasks, self._inbox = self._inbox, []
                 aborts, self._aborts = self._aborts, []
             events = self._apply(tasks, aborts)
+            events.extend(self._tick())
             if self._has_work():
                 events.extend(self._guarded_step())
             stats = self._make_stats()
@@ -168,8 +179,8 @@ class Worker(ABC):
                 if events:
                     self._cond.notify_all()
 
-    def _apply(self, tasks: list[Any], aborts: list[str]) -> list[StepEvent]:
-        events: list[StepEvent] = []
+    def _apply(self, tasks: list[Any], aborts: list[str]) -> list[Event]:
+        events: list[Event] = []
         for request_id in aborts:
             if not self._abort(request_id):
                 self._forgotten.add(request_id)
@@ -178,13 +189,13 @@ class Worker(ABC):
                 self._forgotten.discard(task.request_id)
                 continue
             try:
-                self._accept(task)
+                events.extend(self._accept(task) or ())
             except Exception as exc:  # a task this worker cannot take fails alone
                 log.warning("request %s refused by %s: %s", task.request_id, self.name, exc)
                 events.append(error_event([task.request_id], f"{type(exc).__name__}: {exc}"))
         return events
 
-    def _guarded_step(self) -> list[StepEvent]:
+    def _guarded_step(self) -> list[Event]:
         start = time.perf_counter()
         try:
             events = self._step()
@@ -195,7 +206,7 @@ class Worker(ABC):
         self._num_steps += 1
         w = _EMA_WEIGHT if self._step_ema_s else 1.0
         self._step_ema_s = (1 - w) * self._step_ema_s + w * elapsed
-        return events
+        return list(events)
 
     @property
     def name(self) -> str:
@@ -213,8 +224,16 @@ class Worker(ABC):
         """Set up the role's own state once the runner exists (before the loop starts)."""
 
     @abstractmethod
-    def _accept(self, task: Any) -> None:
-        """Take a task from the inbox into this worker's own queue."""
+    def _accept(self, task: Any) -> Sequence[Event] | None:
+        """Take a task from the inbox into this worker's own queue (events it answers at once)."""
+
+    def _tick(self) -> list[Event]:
+        """Housekeeping between steps (expiring what waited too long); its events."""
+        return []
+
+    def _wake_in_s(self) -> float | None:
+        """Longest the idle loop may sleep before ``_tick`` is due (None: until woken)."""
+        return None
 
     @abstractmethod
     def _abort(self, request_id: str) -> bool:
@@ -225,7 +244,7 @@ class Worker(ABC):
         """Whether a step would do anything."""
 
     @abstractmethod
-    def _step(self) -> list[StepEvent]:
+    def _step(self) -> Sequence[Event]:
         """One step; the events it produced."""
 
     @abstractmethod
