@@ -37,6 +37,8 @@ SHOWN = (
     "p99_ttft_ms",
     "mean_tpot_ms",
     "p99_tpot_ms",
+    "mean_itl_ms",
+    "p99_itl_ms",
     "mean_e2el_ms",
     "p99_e2el_ms",
     "num_migrations",
@@ -153,6 +155,8 @@ def goodput_search(w: Workload, config: ClusterConfig, slo: SLO) -> dict[str, An
     """DistServe goodput: highest rate scale with >= 90% attainment, in requests and tokens/s."""
     if slo.is_empty:
         raise ConfigError("--find-goodput needs --slo (for example ttft=2s,tpot=100ms)")
+
+    config = replace(config, record_itl=False, record_timeline=False)  # not read here
 
     def attainment(scale: float) -> float:
         return float(simulate(scale_rate(w, scale), config).metrics(slo)["slo_attainment"])
@@ -284,6 +288,7 @@ def simulate_command(
         record_timeline=timeline is not None,
         seed=seed,
         prefill_cv=prefill_cv,
+        record_itl=True,
     )
     config = decode_policy(
         config,

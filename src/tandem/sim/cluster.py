@@ -79,6 +79,9 @@ class ClusterConfig:
     #: Coefficient of variation of prefill iteration times around the cost model (gamma
     #: distributed, mean preserved; see ``tandem.sim.variability``). 0: deterministic.
     prefill_cv: float = 0.0
+    #: Record every inter-token gap (``tandem.sim.itl``) for the ITL metrics; off by default
+    #: (the goodput search and the experiments do not read ITL).
+    record_itl: bool = False
 
     @property
     def request_overhead_s(self) -> float:
@@ -147,6 +150,7 @@ class Simulator:
                 exact=config.exact,
                 record_timeline=config.record_timeline,
                 predictive_admission=config.admission == "predictive",
+                record_itl=config.record_itl,
             )
             for i in range(config.num_decode)
         ]
@@ -276,7 +280,7 @@ class Simulator:
                 payload[0].on_wake(now_s, payload[1], payload[2])
             elif kind == transfer_done:
                 instance, request = payload
-                request.first_token_s = now_s
+                request.first_token_s = request.last_token_s = now_s
                 instance.transfer_done(request, now_s)
             elif kind == prefill_done:
                 self._prefill_done(payload[0], payload[1], now_s)

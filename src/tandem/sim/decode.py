@@ -43,6 +43,7 @@ from tandem.control.admission import (
 from tandem.control.views import RunningRequestView, WaitingRequestView
 from tandem.perf.base import CostModel
 from tandem.sim.events import Clock, EventQueue, Priority
+from tandem.sim.itl import ItlRecorder
 from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
 
@@ -69,6 +70,7 @@ class DecodeInstance:
         exact: bool = False,
         record_timeline: bool = False,
         predictive_admission: bool = False,
+        record_itl: bool = False,
     ) -> None:
         self.instance_id = instance_id
         self.cost = cost
@@ -116,6 +118,11 @@ class DecodeInstance:
         self.min_batch_run = 0
         self.max_batch_run = 0
         self.max_context_per_request = 0.0
+        #: Inter-token gaps (``tandem.sim.itl``), when asked for: joiners waiting for their
+        #: first step here (index -> stall), and those of the segment in progress.
+        self.itl: ItlRecorder | None = ItlRecorder() if record_itl else None
+        self._itl_joining: dict[int, float] = {}
+        self._itl_seg_stalls: list[float] = []
         #: Set by the simulator when a prediction source is configured.
         self.predictor: PredictionSource | None = None
         # Projected KV, kept incrementally (see ``projected_kv_tokens``): each running request's
@@ -367,6 +374,8 @@ class DecodeInstance:
             context = self._kv_tokens / len(self._running)  # before anyone finishes
             if context > self.max_context_per_request:
                 self.max_context_per_request = context
+            if self.itl is not None:
+                self._itl_close(k)
         self._finish_due(now_s)
         if self._leaving:
             self._remove_leaving(now_s)
@@ -374,9 +383,17 @@ class DecodeInstance:
             self.kv_reserved_tokens -= request.need_tokens
             self._join(request, now_s)
         self._joiners.clear()
-        self._preempt_if_needed()
+        self._preempt_if_needed(now_s)
         self._admit_waiting(now_s)
         self._start_segment(now_s)
+
+    def _itl_close(self, k: int) -> None:
+        """The segment ends after ``k`` steps: record its gaps and its joiners' stalls."""
+        assert self.itl is not None
+        u, extra = self._seg_u, self._seg_extra
+        self.itl.segments.append((k, len(self._running), u, self._seg_v, extra))
+        self.itl.stalls.extend((extra + u, stall) for stall in self._itl_seg_stalls)
+        self._itl_seg_stalls = []
 
     def _finish_due(self, now_s: float) -> None:
         heap = self._finish_heap
@@ -399,6 +416,8 @@ class DecodeInstance:
             self._unproject(index)
             request.generated = request.gen_at_join + self.steps - request.join_step
             self._kv_tokens -= request.prompt_tokens + request.generated
+            if self._itl_joining.pop(index, None) is None:
+                request.last_token_s = now_s  # its last step here ended now
             if self._on_left is not None:
                 self._on_left(request, now_s)
         self._leaving.clear()
@@ -409,13 +428,15 @@ class DecodeInstance:
             request.paused_since_s = None
         request.join_step = self.steps
         request.gen_at_join = request.generated
+        if self.itl is not None:
+            self._itl_joining[request.index] = now_s - request.last_token_s
         self._running[request.index] = request
         if self._proj_horizon is not None:
             self._proj_unscored[request.index] = request
         self._kv_tokens += request.prompt_tokens + request.generated
         heapq.heappush(self._finish_heap, (_finish_step(request), request.index))
 
-    def _preempt_if_needed(self) -> None:
+    def _preempt_if_needed(self, now_s: float) -> None:
         running = self._running
         if not next_step_overflows(
             kv_capacity_tokens=self.kv_capacity_tokens,
@@ -444,6 +465,8 @@ class DecodeInstance:
             victim.need_tokens = victim.prompt_tokens + victim.generated
             victim.num_preemptions += 1
             self.num_preemptions += 1
+            if self._itl_joining.pop(index, None) is None:
+                victim.last_token_s = now_s  # it ran a step here; a joiner ran none
             self._waiting.appendleft(victim)
             self._waiting_tokens += victim.need_tokens
 
@@ -513,6 +536,9 @@ class DecodeInstance:
             self.timeline.append((now_s, batch, self._kv_tokens))
         if batch == 0:
             return
+        if self.itl is not None and self._itl_joining:
+            self._itl_seg_stalls = list(self._itl_joining.values())
+            self._itl_joining.clear()
         coeffs = self._coeffs.get(batch)
         if coeffs is None:
             coeffs = self._coeffs[batch] = self.cost.decode_step_coeffs(batch)

@@ -25,6 +25,7 @@ class SimRequest:
         "paused_since_s",
         "pause_s",
         "num_migrations",
+        "last_token_s",
     )
 
     def __init__(
@@ -52,6 +53,9 @@ class SimRequest:
         self.paused_since_s: float | None = None
         self.pause_s = 0.0
         self.num_migrations = 0
+        #: When its latest token reached the client (for ITL: set on the first token and when
+        #: it leaves a batch; a step's tokens are counted by the decode instance).
+        self.last_token_s = 0.0
 
     @property
     def kv_tokens(self) -> int:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tandem.metrics.serving import SLO, compute_metrics_arrays
+from tandem.metrics.serving import DEFAULT_PERCENTILES, SLO, compute_metrics_arrays
 from tandem.perf.ranges import Usage
+from tandem.sim.itl import ItlSample
 from tandem.sim.migration import MigrationStats
 from tandem.sim.request import SimRequest
 
@@ -53,6 +54,8 @@ class SimResult:
     #: What the run asked of the prefill and the decode cost models (``extrapolations``).
     prefill_usage: Usage = Usage()
     decode_usage: Usage = Usage()
+    #: Every inter-token gap, when the config asked for them (``record_itl``).
+    itl: ItlSample | None = None
 
     @classmethod
     def from_run(
@@ -97,6 +100,11 @@ class SimResult:
             request_overhead_s=config.request_overhead_s,
             prefill_usage=_prefill_usage(requests, rejected, prefill),
             decode_usage=_decode_usage(decode),
+            itl=(
+                ItlSample.from_recorders([d.itl for d in decode if d.itl is not None])
+                if config.record_itl
+                else None
+            ),
         )
 
     def extrapolations(self) -> list[str]:
@@ -145,6 +153,8 @@ class SimResult:
             slo=slo,
             num_failed=int(self.rejected.sum()),
         )
+        if self.itl is not None:  # differences of client-visible times: no overhead
+            out.update(self.itl.describe(DEFAULT_PERCENTILES))
         out["request_overhead_ms"] = overhead * 1000.0
         out["num_requests"] = int(self.arrival_s.size)
         out["num_completed"] = int(done.sum())
