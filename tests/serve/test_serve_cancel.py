@@ -15,9 +15,8 @@ Places a request can be when its client goes (docs/serving.md, "The life of a re
 - the decode batch (streaming: ``test_serve_local.py``; non-streaming: here, where nothing is
   sent before the end, so only listening for the disconnect can notice it).
 
-The last test is a known bug, marked xfail (strict): an abort that reaches a worker after it is
-done with the request, while that event is on its way to the Controller, stays in the worker's
-``_forgotten`` set for ever.
+The last test covers an abort that reaches a worker after it is done with the request, while
+that event is on its way to the Controller: nothing may stay behind at the worker.
 """
 
 from __future__ import annotations
@@ -361,12 +360,6 @@ def test_a_non_streaming_request_is_cancelled_when_its_client_goes(server):
     assert_idle(url, thread)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.py/controller.py: an abort that reaches a worker after the worker is done "
-    "with the request (its event not yet read by the Controller) is kept in Worker._forgotten "
-    "for ever; a later request reusing that X-Request-Id is then dropped there and hangs",
-)
 def test_a_request_cancelled_while_its_prefill_event_is_in_transit_leaves_nothing_behind(server):
     url, thread = server
     controller = thread.server.front.controller

@@ -13,7 +13,9 @@ Life of a worker:
 5. ``stop()`` ends the loop.
 
 An abort can overtake the task it cancels (Ray does not order calls to a threaded actor), so
-an abort of an unknown request is remembered and the task is dropped when it arrives.
+an abort of a request never seen is remembered and the task is dropped when it arrives; an
+abort of a request this worker already let go (finished, handed off) is ignored, so nothing is
+remembered for ever (a later request reusing that id would otherwise be dropped).
 A step that raises fails the requests it held (an ``error`` event each), and the loop goes on.
 """
 
@@ -25,6 +27,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -56,7 +59,10 @@ class Worker(ABC):
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._num_received = 0
-        self._forgotten: set[str] = set()  # aborted before their task arrived
+        # Aborted before their task arrived (dropped when it does), and the ids of tasks taken
+        # (an abort of one of those that is no longer here came too late: nothing to forget).
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
+        self._taken: OrderedDict[str, None] = OrderedDict()
         self._stats = WorkerStats(worker_id=config.worker_id, role=config.role)
         self._step_ema_s = 0.0
         self._num_steps = 0
@@ -182,12 +188,13 @@ class Worker(ABC):
     def _apply(self, tasks: list[Any], aborts: list[str]) -> list[Event]:
         events: list[Event] = []
         for request_id in aborts:
-            if not self._abort(request_id):
-                self._forgotten.add(request_id)
+            if not self._abort(request_id) and request_id not in self._taken:
+                _remember(self._forgotten, request_id)
         for task in tasks:
             if task.request_id in self._forgotten:
-                self._forgotten.discard(task.request_id)
+                del self._forgotten[task.request_id]
                 continue
+            _remember(self._taken, task.request_id)
             try:
                 events.extend(self._accept(task) or ())
             except Exception as exc:  # a task this worker cannot take fails alone
@@ -254,6 +261,17 @@ class Worker(ABC):
     @abstractmethod
     def _make_stats(self) -> WorkerStats:
         """The stats after the step just done (``num_tasks_received`` is filled in later)."""
+
+
+_REMEMBERED_IDS = 1 << 16
+
+
+def _remember(ids: OrderedDict[str, None], request_id: str) -> None:
+    """Add ``request_id`` to a bounded set kept in arrival order (the oldest leave first)."""
+    ids[request_id] = None
+    ids.move_to_end(request_id)
+    if len(ids) > _REMEMBERED_IDS:
+        ids.popitem(last=False)
 
 
 def _node_name() -> str:
