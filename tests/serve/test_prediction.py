@@ -40,5 +40,8 @@ def test_a_prediction_counts_down_between_refreshes():
 
 
 def test_unknown_sources_are_refused():
-    with pytest.raises(ConfigError):
-        LivePredictor("head")
+    for source in ("tail", "oracle:x", "head:"):
+        with pytest.raises(ConfigError):
+            LivePredictor(source)
+    with pytest.raises(ConfigError, match="identity"):
+        LivePredictor("head")  # the head needs to know which model it serves

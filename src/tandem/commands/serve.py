@@ -63,7 +63,9 @@ def serve_command(
     prediction: str = typer.Option(
         "none",
         help="Remaining-length predictions in the decode workers: none, oracle (max_tokens - "
-        "generated for ignore_eos requests) or progress-mean (learned from finished requests).",
+        "generated for ignore_eos requests), progress-mean (learned from finished requests), "
+        "head (the ARES head shipped for the embedded stories260K, on the decode step's hidden "
+        "states) or head:CKPT (a 'tandem predict train' checkpoint for the served model).",
     ),
     prediction_refresh_tokens: int = typer.Option(20, help="Refresh predictions every N tokens."),
     admission: str = typer.Option(
@@ -108,7 +110,10 @@ def serve_command(
     log_level: str = typer.Option("info", help="Logging level."),
 ) -> None:
     """Serve a model with prefill and decode workers behind an OpenAI-compatible API."""
+    from tandem.serve.prediction import check_source
     from tandem.serve.server import ServeConfig
+
+    check_source(prediction)  # a bad head checkpoint is refused before anything loads
 
     template = None
     if chat_template is not None:

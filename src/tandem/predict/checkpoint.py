@@ -5,11 +5,16 @@ holds the ARES heads (raw and log target), the prompt-only head, the TRAIL class
 bin edges, the progress tables, and the split seed, so ``eval`` compares all predictors on the
 same test requests. It records the serving model's ``ModelIdentity`` and tapped layers; loading
 it for another model or hidden size is refused with a message.
+
+``serve_head`` names the head that live serving runs (``tandem serve --prediction head:CKPT``;
+``ares`` unless the checkpoint says otherwise). ``for_serving`` keeps only that head and the
+progress tables (no TRAIL classifier): a file small enough to ship, which serving loads but
+``tandem predict eval`` cannot evaluate (it needs every predictor).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ import numpy as np
 import torch
 
 from tandem.engine.identity import ModelIdentity, require_model_of_file
-from tandem.errors import InputFormatError, require_file
+from tandem.errors import ConfigError, InputFormatError, require_file
 from tandem.predict.baselines import ProgressTable
 from tandem.predict.dataset import LengthSamples
 from tandem.predict.heads import (
@@ -44,11 +49,41 @@ class PredictorBundle:
     split_seed: int
     split_fractions: tuple[float, float, float]
     heads: dict[str, RegressionHead]
-    trail: BinClassifier
+    trail: BinClassifier | None
     trail_edges: np.ndarray
     tables: dict[str, ProgressTable]
     val_mae: dict[str, float] = field(default_factory=dict)
     train_log: dict[str, Any] = field(default_factory=dict)
+    serve_head: str = "ares"
+
+    def __post_init__(self) -> None:
+        if self.serve_head not in self.heads:
+            raise ConfigError(
+                f"serving head {self.serve_head!r} is not among the heads {sorted(self.heads)}"
+            )
+
+    def for_serving(self, name: str | None = None) -> PredictorBundle:
+        """A copy with only head ``name`` (default: ``serve_head``) and the progress tables,
+        which serving reads as its head; the TRAIL classifier and other heads are dropped."""
+        name = name or self.serve_head
+        if name not in self.heads:
+            raise ConfigError(f"checkpoint has no head {name!r}; it has {sorted(self.heads)}")
+        return replace(
+            self,
+            heads={name: self.heads[name]},
+            trail=None,
+            trail_edges=np.zeros(0, dtype=np.int64),
+            serve_head=name,
+        )
+
+    def require_full(self) -> None:
+        """Refuse a serving-only checkpoint where every predictor is needed."""
+        missing = [n for n in ("ares", "prompt_only") if n not in self.heads]
+        if self.trail is None or missing:
+            raise ConfigError(
+                "this is a serving checkpoint (one head, no TRAIL classifier); evaluating "
+                "needs the full checkpoint that 'tandem predict train' wrote"
+            )
 
     def split(self, samples: LengthSamples) -> RequestSplit:
         """The request split the predictors were trained with."""
@@ -56,7 +91,8 @@ class PredictorBundle:
 
     def num_params(self) -> dict[str, int]:
         out = {name: count_params(head) for name, head in self.heads.items()}
-        out["trail"] = count_params(self.trail)
+        if self.trail is not None:
+            out["trail"] = count_params(self.trail)
         out.update({name: table.num_params for name, table in self.tables.items()})
         return out
 
@@ -65,7 +101,8 @@ class PredictorBundle:
             "model": self.identity.to_dict(),
             "layer": self.layer,
             "every_tokens": self.every_tokens,
-            "ares_widths": list(self.heads["ares"].config.widths),
+            "serve_head": self.serve_head,
+            "ares_widths": list(self.heads[self.serve_head].config.widths),
             "num_requests": samples.num_requests,
             "split_seed": self.split_seed,
         }
@@ -86,7 +123,9 @@ class PredictorBundle:
                 name: {"config": head.config.to_dict(), "state": head.state_dict()}
                 for name, head in self.heads.items()
             },
-            "trail": {
+            "trail": None
+            if self.trail is None
+            else {
                 "config": self.trail.config.to_dict(),
                 "state": self.trail.state_dict(),
                 "edges": [int(e) for e in self.trail_edges],
@@ -94,6 +133,7 @@ class PredictorBundle:
             "tables": {name: table.to_dict() for name, table in self.tables.items()},
             "val_mae": dict(self.val_mae),
             "train_log": self.train_log,
+            "serve_head": self.serve_head,
         }
         torch.save(payload, path)
         return path
@@ -108,15 +148,31 @@ def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> Pred
         raise InputFormatError(path, None, None, f"not a predictor checkpoint: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputFormatError(path, None, "format", f"expected a {FORMAT} checkpoint")
-    identity = ModelIdentity.from_dict(payload["model"])
+    try:
+        identity = ModelIdentity.from_dict(payload["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFormatError(path, None, "model", f"unreadable model identity: {exc}") from exc
     require_model_of_file(expected, identity, path, "checkpoint")
+    try:
+        return _bundle_of(payload, identity)
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        # RuntimeError: a state dict whose tensors do not fit the recorded shapes.
+        raise InputFormatError(path, None, None, f"malformed predictor checkpoint: {exc}") from exc
+
+
+def _bundle_of(payload: dict[str, Any], identity: ModelIdentity) -> PredictorBundle:
     heads = {}
     for name, entry in payload["heads"].items():
         head = RegressionHead(HeadConfig.from_dict(entry["config"]))
         head.load_state_dict(entry["state"])
         heads[name] = head.eval()
-    trail = BinClassifier(ClassifierConfig.from_dict(payload["trail"]["config"]))
-    trail.load_state_dict(payload["trail"]["state"])
+    trail = None
+    edges = np.zeros(0, dtype=np.int64)
+    if payload.get("trail") is not None:
+        trail = BinClassifier(ClassifierConfig.from_dict(payload["trail"]["config"]))
+        trail.load_state_dict(payload["trail"]["state"])
+        trail.eval()
+        edges = np.asarray(payload["trail"]["edges"], dtype=np.int64)
     fractions = tuple(float(f) for f in payload["split_fractions"])
     return PredictorBundle(
         identity=identity,
@@ -126,9 +182,10 @@ def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> Pred
         split_seed=int(payload["split_seed"]),
         split_fractions=(fractions[0], fractions[1], fractions[2]),
         heads=heads,
-        trail=trail.eval(),
-        trail_edges=np.asarray(payload["trail"]["edges"], dtype=np.int64),
+        trail=trail,
+        trail_edges=edges,
         tables={name: ProgressTable.from_dict(t) for name, t in payload["tables"].items()},
         val_mae={k: float(v) for k, v in payload.get("val_mae", {}).items()},
         train_log=dict(payload.get("train_log", {})),
+        serve_head=str(payload.get("serve_head", "ares")),
     )

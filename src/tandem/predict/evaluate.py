@@ -63,6 +63,8 @@ def split_predictions(
     samples: LengthSamples, bundle: PredictorBundle, part: str = "test"
 ) -> SplitPredictions:
     """Every predictor's output on the samples of ``part`` of the bundle's split."""
+    bundle.require_full()
+    assert bundle.trail is not None
     if (bundle.layer, bundle.mid_layer) != (samples.layer, samples.mid_layer):
         raise ConfigError(
             f"checkpoint reads layers {bundle.layer}/{bundle.mid_layer}, the data holds "

@@ -17,8 +17,10 @@ Sources (``tandem serve --prediction``):
   ``refresh_tokens`` generated since the last), batched. ``head`` alone is the head shipped for
   the embedded stories260K (``predict/data/stories260k_head.pt``, made by
   ``scripts/train_stories_head.py``; ``docs/prediction.md``); ``head:CKPT`` a checkpoint of
-  ``tandem predict train`` for the served model (another model's is refused). ``None`` until
-  the head has seen the request's first decode step.
+  ``tandem predict train`` for the served model (another model's is refused). A request is
+  predicted at its first decode step here, then at every ``refresh_tokens``-th step of the
+  worker together with every other running request (one call per step, due rows only).
+  ``None`` before its first decode step.
 
 A prediction is refreshed every ``refresh_tokens`` generated tokens and counts down by one per
 token in between, as in the simulator; it is capped by what ``max_tokens`` leaves.
@@ -131,6 +133,7 @@ class LivePredictor:
         self.head_calls = 0
         self.head_rows = 0
         self._head_on: Any = None  # the device the head's weights are on
+        self._num_steps = 0  # decode steps observed
         self._min_samples = min_samples
         self._recent: deque[int] = deque(maxlen=window)
         self._sorted: list[int] = []
@@ -146,24 +149,29 @@ class LivePredictor:
 
     def observe(self, request_ids: Sequence[str], step: StepOutput) -> None:
         """One decode step's rows (their hidden states at ``step.hidden_by_layer``); the head
-        refreshes the rows that are due from them, in one call. Row i's state is the one after
+        predicts the rows that are due, in one call: a row the head has not seen yet, and on
+        every ``refresh_tokens``-th step every row (so after its first prediction a row is
+        refreshed every ``refresh_tokens`` tokens, and the rows share their refresh steps:
+        one call of many rows costs little more than one of a few, see
+        ``benchmarks/predictor_cost.py``). Row i's state is the one after
         ``num_output_tokens[i] - 1`` generated tokens, so its prediction is stored with that
         count. Rows that finished in this step are skipped."""
         head = self.head
         if head is None:
             return
+        aligned = self._num_steps % self.refresh_tokens == 0
+        self._num_steps += 1
+        known = self._by_request
+        if not aligned and known.keys() >= set(request_ids):
+            return  # nothing new, no refresh step: most steps
         rows: list[int] = []
         generated: list[int] = []
         for i, (request_id, count, reason) in enumerate(
             zip(request_ids, step.num_output_tokens, step.finish_reasons, strict=True)
         ):
-            if reason is not None:
-                continue
-            g = count - 1
-            last = self._by_request.get(request_id)
-            if last is None or g - last[1] >= self.refresh_tokens:
+            if reason is None and (aligned or request_id not in known):
                 rows.append(i)
-                generated.append(g)
+                generated.append(count - 1)
         if not rows:
             return
         hidden = step.hidden_by_layer[head.layer]
@@ -193,14 +201,15 @@ class LivePredictor:
         self, request_id: str, generated: int, max_new_tokens: int, ignore_eos: bool
     ) -> float | None:
         """The request's predicted remaining tokens now (refreshed when due)."""
-        if not self.enabled:
-            return None
         last = self._by_request.get(request_id)
         if self.head is not None:  # refreshed by observe, never here
             if last is None or last[0] is None:
                 return None
-            room = float(max(0, max_new_tokens - generated))
-            return min(room, max(0.0, last[0] - (generated - last[1])))
+            left = last[0] - (generated - last[1])
+            room = max_new_tokens - generated
+            return float(max(room, 0)) if left > room else max(0.0, left)
+        if not self.enabled:
+            return None
         if last is None or generated - last[1] >= self.refresh_tokens or last[0] is None:
             last = (self._predict(generated, max_new_tokens, ignore_eos), generated)
             self._by_request[request_id] = last
