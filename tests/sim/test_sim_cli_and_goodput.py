@@ -158,3 +158,13 @@ def test_simulate_runs_vllms_random_dataset_flags() -> None:
     assert m["total_input_tokens"] == 120 * 256
     refused = runner.invoke(app, ["simulate", "-w", "azure-conv", "--request-rate", "5"])
     assert refused.exit_code != 0 and "-w random" in str(refused.exception)
+
+
+def test_a_huge_cluster_says_what_it_is_doing_before_the_long_build() -> None:
+    """Tens of thousands of instances take a while to build: a line on stderr says so before
+    (issue 18 item 6; a million instances ran for minutes without a word)."""
+    args = ["simulate", "--num-requests", "20", "--prefill", "6000", "--decode", "6000", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "simulating 20 requests on 6,000 prefill and 6,000 decode instances" in result.stderr
+    assert json.loads(result.stdout)["num_completed"] == 20

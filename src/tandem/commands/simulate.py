@@ -140,6 +140,13 @@ def _progress_runner(as_json: bool):  # noqa: ANN202
 
 
 def run_simulation(w: Workload, config: ClusterConfig, as_json: bool) -> SimResult:
+    if config.num_prefill + config.num_decode > 10_000 or len(w) > 1_000_000:
+        # Building the instances alone takes a while; say what is being done before it.
+        typer.echo(
+            f"simulating {len(w):,} requests on {config.num_prefill:,} prefill and "
+            f"{config.num_decode:,} decode instances (a large run: minutes)",
+            err=True,
+        )
     with _progress_runner(as_json) as progress:
         task = progress.add_task("sim", total=len(w))
         return simulate(w, config, lambda done, total: progress.update(task, completed=done))

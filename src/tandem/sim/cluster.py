@@ -25,6 +25,7 @@ merged from the sorted workload instead of sitting in the heap.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -257,6 +258,7 @@ class Simulator:
         migration_done = int(Priority.MIGRATION_DONE)
         next_arrival = 0
         events = 0
+        last_progress_s = time.monotonic()
         while True:
             if next_arrival < total:
                 request = requests[next_arrival]
@@ -290,8 +292,13 @@ class Simulator:
             else:
                 self._tick(now_s, total)
             events += 1
-            if progress is not None and events % 50_000 == 0:
-                progress(self.num_done, total)
+            # Every second or so of wall time, however slow each event is (a huge cluster's
+            # events are slow: every placement reads every instance).
+            if progress is not None and events % 256 == 0:
+                wall_s = time.monotonic()
+                if wall_s - last_progress_s >= 1.0:
+                    last_progress_s = wall_s
+                    progress(self.num_done, total)
         if progress is not None:
             progress(self.num_done, total)
         if self.migrations is not None:
