@@ -47,6 +47,10 @@ log = logging.getLogger("tandem.serve")
 _EMA_WEIGHT = 0.2  # weight of the newest step in the recent step time
 
 
+class WorkerStopped(RuntimeError):
+    """``poll`` of a worker whose loop has ended (for the front end, the worker is gone)."""
+
+
 class Worker(ABC):
     """One model runner and its step loop; see the module docstring."""
 
@@ -148,6 +152,8 @@ class Worker(ABC):
                 self._cond.wait_for(lambda: self._stopped, timeout=wait_s)
             events, self._events = self._events, []
             self._last_poll_s = time.perf_counter()
+            if self._stopped and not events:
+                raise WorkerStopped(f"{self.name} has stopped")
             return WorkerUpdate(tuple(events), self._stats)
 
     def stats(self) -> WorkerStats:
