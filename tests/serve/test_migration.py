@@ -234,3 +234,46 @@ def _both_past(request_ids: list[str], tokens: int) -> Callable[[Any], Any]:
         return True if all(len(r.sent_token_ids) >= tokens for r in requests) else None
 
     return past
+
+
+def test_a_rescheduler_migrates_live_without_ping_pong_and_every_request_finishes_once():
+    """llumnix over two 600-token decode workers under round-robin placement that piles the
+    long requests onto one worker: memory binds, the rescheduler moves requests live, and
+    every request still ends once with its exact token count; afterwards nothing is held."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tandem.serve.server import ServeConfig, ServerThread
+
+    torch.set_num_threads(1)
+    config = ServeConfig(
+        backend="local",
+        port=0,
+        decode_kv_tokens=600,
+        max_batch=8,
+        placement="round-robin",
+        rescheduler="llumnix",
+        reschedule_interval_s=0.02,
+    )
+    # Even requests are long, odd ones short: round-robin sends every long one to worker 0.
+    lengths = [300 if i % 2 == 0 else 30 for i in range(16)]
+    with ServerThread(config) as thread:
+        url = thread.start(ready_timeout_s=300)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(
+                pool.map(lambda il: stream(url, f"load-{il[0]}", il[1]), enumerate(lengths))
+            )
+        for length, result in zip(lengths, results, strict=True):
+            assert result["reasons"] == ["length"]
+            assert result["usage"]["completion_tokens"] == length
+        controller = thread.server.front.controller
+        records = thread.call(lambda: list(controller.migrations.records))
+        migrated = [r for r in records if r.outcome == "migrated"]
+        assert migrated, f"no live migration happened: {records}"
+        moves: dict[str, list[tuple[int, int]]] = {}
+        for r in migrated:
+            moves.setdefault(r.request_id, []).append((r.source, r.destination))
+        # No ping-pong: no request is moved back to a worker it was moved away from.
+        for request_id, path in moves.items():
+            left = {source for source, _ in path}
+            assert not any(dest in left for _, dest in path), (request_id, path)
+        assert_idle(thread)

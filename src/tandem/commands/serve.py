@@ -71,6 +71,26 @@ def serve_command(
     admission: str = typer.Option(
         "greedy", help="Decode admission: greedy, or predictive (the predicted KV peak must fit)."
     ),
+    rescheduler: str = typer.Option(
+        "none",
+        help="Decode rescheduler whose migrations run live (KV copied in stages while the "
+        "request decodes): none, llumnix (by current KV headroom) or ares (by predicted "
+        "growth; use with --prediction).",
+    ),
+    reschedule_interval_ms: float = typer.Option(
+        50.0, help="How often the rescheduler looks at the decode workers."
+    ),
+    reschedule_horizon: int = typer.Option(
+        256, help="ares: tokens ahead its projections look (scaled to a 512-token context)."
+    ),
+    reschedule_cooldown: float = typer.Option(
+        1.0, help="ares: seconds before a migrated request may move again (no ping-pong)."
+    ),
+    migration_timeout: float = typer.Option(
+        10.0,
+        help="Seconds a destination holds memory for a migration whose last stage has not "
+        "come; then it is freed and the request stays where it is.",
+    ),
     shutdown_timeout: float = typer.Option(
         30.0,
         help="On SIGTERM or Ctrl-C: seconds running requests may take to finish (new "
@@ -143,6 +163,11 @@ def serve_command(
         prediction=prediction,
         prediction_refresh_tokens=prediction_refresh_tokens,
         admission=admission,
+        rescheduler=rescheduler,
+        reschedule_interval_s=reschedule_interval_ms / 1000.0,
+        reschedule_horizon_tokens=reschedule_horizon,
+        reschedule_cooldown_s=reschedule_cooldown,
+        migration_timeout_s=migration_timeout,
         chat_template=template,
         device=device,
         seed=seed,

@@ -55,6 +55,7 @@ OUTCOMES = ("migrated", "replaced", "aborted", "cancelled")
 
 
 RESCHEDULERS = ("none", "llumnix", "ares")
+LLUMNIX_MIN_FREE_STEPS = 16.0
 
 
 def live_rescheduler(
@@ -74,7 +75,10 @@ def live_rescheduler(
             "--reschedule-cooldown >= 0"
         )
     if name == "llumnix":
-        return LlumnixRescheduler(interval_s=interval_s)
+        # A worker is a source once it has free KV for fewer than this many steps of its
+        # batch: on a small model several steps pass between two ticks, and Llumnix's 3
+        # would see the wall only after hitting it.
+        return LlumnixRescheduler(interval_s=interval_s, min_free_steps=LLUMNIX_MIN_FREE_STEPS)
     if name == "ares":
         return AresRescheduler(
             interval_s=interval_s,
