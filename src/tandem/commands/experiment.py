@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from tandem.commands._chunked import HELP as CHUNK_HELP
+from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import parse_positive_ints, print_json, print_table
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RANDOM, RandomFlags
@@ -97,6 +99,7 @@ def rescheduling(
     out_dir: Path = typer.Option(
         Path("out/rescheduling"), "--out-dir", help="Where the JSON, table and plots go."
     ),
+    chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
     as_json: bool = typer.Option(
         False, "--json", help="Print results.json on stdout instead of the tables."
     ),
@@ -112,8 +115,12 @@ def rescheduling(
         raise ConfigError(f"--prefill-ratio must be a finite number > 0, got {prefill_ratio}")
     if slo_text is not None:
         parse_slo(slo_text)  # refused before any simulation
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise ConfigError(f"--chunk-tokens must be >= 1, got {chunk_tokens}")
     cost = get_profile(profile)
     results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
+    if chunk_tokens is not None:
+        results["chunk_tokens"] = chunk_tokens
     out_dir.mkdir(parents=True, exist_ok=True)
     tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
     workload_names = [w for w in workloads.split(",") if w]
@@ -133,7 +140,9 @@ def rescheduling(
         per_decode: float | None = None  # load per decode instance found on a smaller cluster
         for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))
-            setup = Setup(trace, cost, num_prefill, num_decode, parse_slo(slo), window_s)
+            setup = Setup(
+                trace, cost, num_prefill, num_decode, parse_slo(slo), window_s, chunk_tokens
+            )
             start = num_decode * per_decode if per_decode else num_decode / 16
             timelines: dict[str, SimResult] = {}
             cell = run_cell(

@@ -7,6 +7,7 @@ decode), and with ``--verify`` what the simulator says about the candidates.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import typer
 
+from tandem.commands._chunked import HELP as CHUNK_HELP
+from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import plot_path, print_json, print_mapping, print_table
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RandomFlags, wants_random
@@ -264,6 +267,9 @@ def plan_command(
         help="Write SLO attainment against load to this file (.png, .svg, .pdf; directories "
         "are created).",
     ),
+    chunk_tokens: int | None = typer.Option(
+        None, *CHUNK_NAMES, help=CHUNK_HELP + " Used by --verify and --plot's simulations."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Plan the number of prefill and decode instances for a load and SLOs."""
@@ -278,6 +284,8 @@ def plan_command(
         workload, input_len, output_len, throughput, rate, slo_text, ttft_percentile, profile,
         measured, prefill_max, overhead, tpot_table, queue, dispatch, flags, seed,
     )  # fmt: skip
+    if chunk_tokens is not None:
+        req = dataclasses.replace(req, chunk_tokens=chunk_tokens)
     with warnings.catch_warnings():
         # The batch search probes batches outside measured tables on purpose; what the plan
         # itself uses is checked against the measured range below, and said once.

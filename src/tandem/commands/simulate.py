@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from tandem.commands._chunked import HELP as CHUNK_HELP
+from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import plot_path, print_json, print_mapping
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RandomFlags, wants_random
@@ -263,6 +265,7 @@ def simulate_command(
     prefill_budget: int = typer.Option(
         8192, "--prefill-budget", help="Prefill batch token budget."
     ),
+    chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
     slo_text: str | None = typer.Option(None, "--slo", "--goodput", help=SLO_HELP + "."),
     exact: bool = typer.Option(False, "--exact", help="Step token by token (slow; for checking)."),
     find_goodput: bool = typer.Option(
@@ -290,6 +293,7 @@ def simulate_command(
         decode_cost=cost,
         max_batch_size=max_batch,
         prefill_token_budget=prefill_budget,
+        chunk_tokens=chunk_tokens,
         dispatch=dispatch,
         exact=exact,
         record_timeline=timeline is not None,

@@ -57,6 +57,8 @@ class Setup:
     num_decode: int
     slo: SLO
     window_s: float
+    #: Chunked prefill in the prefill instances (``ClusterConfig.chunk_tokens``); ``None``: off.
+    chunk_tokens: int | None = None
 
     def at(self, scale: float) -> Workload:
         """``window_s`` seconds of arrivals at ``scale`` times the trace's rate."""
@@ -70,7 +72,12 @@ class Setup:
 def config_for(setup: Setup, policy: str, record_timeline: bool = False) -> ClusterConfig:
     """The cluster of ``setup`` running the decode policy preset ``policy``."""
     base = ClusterConfig(
-        setup.num_prefill, setup.num_decode, setup.cost, setup.cost, record_timeline=record_timeline
+        setup.num_prefill,
+        setup.num_decode,
+        setup.cost,
+        setup.cost,
+        record_timeline=record_timeline,
+        chunk_tokens=setup.chunk_tokens,
     )
     return with_policy(base, policy)
 

@@ -3,7 +3,8 @@
 An instance is model x hardware x tensor-parallel degree; a ``CostModel`` answers, for one
 instance:
 
-- how long a prefill batch takes (``prefill_time_s``);
+- how long a prefill batch takes (``prefill_time_s``), and one chunked-prefill iteration made
+  of chunks of prompts with part of their context already computed (``prefill_chunks_time_s``);
 - how long one decode step takes for a batch (``decode_step_time_s``). At a fixed batch size the
   step time must be *linear in the total context tokens* of the batch (``decode_step_coeffs``):
   the simulator advances a decode batch in closed form between events using that line;
@@ -34,6 +35,23 @@ class CostModel(ABC):
     @abstractmethod
     def prefill_time_s(self, prompt_lens: Sequence[int]) -> float:
         """Seconds to prefill one batch made of prompts with these lengths (tokens)."""
+
+    def prefill_chunks_time_s(self, chunks: Sequence[tuple[int, int]]) -> float:
+        """Seconds for one chunked-prefill iteration: each chunk is ``(context_tokens,
+        new_tokens)``, ``new_tokens`` of a prompt whose first ``context_tokens`` were computed
+        in earlier iterations (their KV is read, not recomputed).
+
+        With every context 0 this is ``prefill_time_s`` of the new tokens. This default prices a
+        continued chunk by the marginal cost of its prompt, ``T(c + k) - T(c)`` with ``T`` one
+        prompt's time, so a prompt's chunks sum to its unchunked time less the per-iteration
+        base of the later iterations; the closed-form models override it with their context
+        (attention) term."""
+        fresh = [k for c, k in chunks if c == 0 and k > 0]
+        time_s = self.prefill_time_s(fresh) if fresh else 0.0
+        for c, k in chunks:
+            if c > 0 and k > 0:
+                time_s += self.prefill_time_s([c + k]) - self.prefill_time_s([c])
+        return time_s
 
     @abstractmethod
     def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:

@@ -109,6 +109,21 @@ class FittedCostModel(InstanceCostModel):
                 seg = candidate
         return seg.time_s(total, sum(n * n for n in prompt_lens))
 
+    def prefill_chunks_time_s(self, chunks: Sequence[tuple[int, int]]) -> float:
+        """The segment of the iteration's new tokens, with ``sum(L^2)`` replaced by each chunk's
+        share of its prompt's quadratic (attention) term, ``(c + k)^2 - c^2``."""
+        if not chunks:
+            return 0.0
+        total = sum(k for _, k in chunks)
+        reason = self.measured_range.prefill_excess(max(c + k for c, k in chunks), total)
+        if reason is not None:
+            self._latch.warn(self.name, reason)
+        seg = self.prefill_segments[0]
+        for candidate in self.prefill_segments:
+            if total >= candidate.min_batch_tokens:
+                seg = candidate
+        return seg.time_s(total, sum(k * (k + 2 * c) for c, k in chunks))
+
     def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:
         reason = self.measured_range.decode_excess(batch_size)
         if reason is not None:

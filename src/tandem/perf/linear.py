@@ -1,6 +1,9 @@
 """The functional form the field uses (DistServe, Splitwise), with explicit coefficients.
 
 prefill(L_1..L_n) = a + b * sum(L) + c * sum(L^2)         (seconds)
+chunked iteration  = a + b * sum(k) + c * sum((p + k)^2 - p^2)   (chunks of k new tokens after p
+                     computed ones: the quadratic term is attention, which a chunk pays against
+                     all the context before it, so a prompt's chunks sum to its unchunked cost)
 decode_step(B, ctx) = d + e * B + f * ctx                 (seconds)
 kv_transfer(n) = latency + n * kv_bytes_per_token / link_bandwidth
 
@@ -60,6 +63,17 @@ class LinearCostModel(CostModel):
             self.prefill_base_s
             + self.prefill_per_token_s * total
             + self.prefill_per_token_sq_s * total_sq
+        )
+
+    def prefill_chunks_time_s(self, chunks: Sequence[tuple[int, int]]) -> float:
+        if not chunks:
+            return 0.0
+        total = sum(k for _, k in chunks)
+        attention = sum(k * (k + 2 * c) for c, k in chunks)
+        return (
+            self.prefill_base_s
+            + self.prefill_per_token_s * total
+            + self.prefill_per_token_sq_s * attention
         )
 
     def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:

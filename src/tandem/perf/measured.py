@@ -4,6 +4,11 @@ paper's measurements: maximum prefill throughput at an input length, TPOT agains
 - Prefill: each measured point gives the time of one prompt, ``L / max_throughput(L)``; between
   points the time is interpolated linearly (through zero below the first point), beyond the last
   it follows the last segment's slope. A batch takes the sum of its prompts' times.
+- Chunked prefill: the table has no context dimension, so a chunk of ``k`` tokens after ``c``
+  computed ones takes the marginal time ``T(c + k) - T(c)`` of its prompt (``T`` the
+  interpolated prompt time): a prompt's chunks sum to its unchunked time, and where throughput
+  falls with length (attention) the later chunks cost more. With one measured point ``T`` is
+  linear and every token costs the same, wherever it sits in its prompt.
 - Decode: the step time at batch ``B`` is the TPOT table interpolated linearly; beyond the table
   it follows the end segment's slope (never below ``tpot_0 * B / B_0`` at the small end).
 - The table has no context dimension: the step time's slope per context token is 0 (the table
@@ -100,6 +105,20 @@ class MeasuredCostModel(CostModel):
 
     def prefill_time_s(self, prompt_lens: Sequence[int]) -> float:
         return sum(self._prompt_time_s(n) for n in prompt_lens if n > 0)
+
+    def prefill_chunks_time_s(self, chunks: Sequence[tuple[int, int]]) -> float:
+        time_s = 0.0
+        for c, k in chunks:
+            if k > 0:
+                # Quiet: a chunk's end is a prefix, not a prompt; prompt lengths outside the
+                # table are reported from the run's usage (``extrapolations``).
+                time_s += self._interpolated_s(c + k) - (self._interpolated_s(c) if c else 0.0)
+        return time_s
+
+    def _interpolated_s(self, num_tokens: int) -> float:
+        xs = [0.0] + [float(p.input_len_tokens) for p in self.prefill_points]
+        ys = [0.0] + [p.time_s for p in self.prefill_points]
+        return interpolate(xs, ys, num_tokens)[0]
 
     def _prompt_time_s(self, num_tokens: int) -> float:
         xs = [0.0] + [float(p.input_len_tokens) for p in self.prefill_points]

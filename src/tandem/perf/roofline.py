@@ -111,6 +111,25 @@ class RooflineCostModel(InstanceCostModel):
             + self._all_reduce_s(num_tokens)
         )
 
+    def prefill_chunks_time_s(self, chunks: Sequence[tuple[int, int]]) -> float:
+        """As ``prefill_time_s`` over the new tokens, with each chunk's attention against its
+        computed context: ``(c + k)^2 - c^2`` query-key pairs in place of ``k^2``."""
+        if not chunks:
+            return 0.0
+        m = self.instance.model
+        num_tokens = sum(k for _, k in chunks)
+        attention_flops = (
+            2.0 * sum(k * (k + 2 * c) for c, k in chunks) * m.num_attention_heads * m.head_dim
+        ) * m.num_layers
+        attention_s = self._kernel_s(attention_flops, 0.0, self.efficiency.attention_flops)
+        return (
+            self.efficiency.iteration_overhead_s
+            + self._projections_s(num_tokens)
+            + attention_s
+            + self._lm_head_s(len(chunks))
+            + self._all_reduce_s(num_tokens)
+        )
+
     def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:
         m, hw, eff = self.instance.model, self.instance.hardware, self.efficiency
         tp = self.instance.tensor_parallel

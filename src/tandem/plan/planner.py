@@ -48,6 +48,9 @@ class PlanRequest:
     tpot_quantile: float = 0.9
     max_batch_size: int = 256
     prefill_token_budget: int = 8192
+    #: Chunked prefill in the verifying simulations (``tandem.sim.prefill``); the analytic
+    #: models still treat prefill as whole prompts. ``None``: off.
+    chunk_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for label, value in (
@@ -69,6 +72,8 @@ class PlanRequest:
             raise ConfigError(f"TPOT quantile must be in (0, 1), got {self.tpot_quantile}")
         if self.max_batch_size < 1 or self.prefill_token_budget < 1:
             raise ConfigError("max batch size and prefill token budget must be >= 1")
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
+            raise ConfigError(f"chunk tokens must be >= 1, got {self.chunk_tokens}")
 
     @property
     def total_tokens_per_s(self) -> float:

@@ -87,6 +87,7 @@ def criteria(req: PlanRequest) -> SimCriteria:
         req.tpot_quantile,
         req.max_batch_size,
         req.prefill_token_budget,
+        req.chunk_tokens,
     )
 
 

@@ -57,6 +57,8 @@ class SimCriteria:
     tpot_quantile: float = 0.9
     max_batch_size: int = 256
     prefill_token_budget: int = 8192
+    #: Chunked prefill in the simulations (``ClusterConfig.chunk_tokens``); ``None``: off.
+    chunk_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def check(
         cost,
         max_batch_size=crit.max_batch_size,
         prefill_token_budget=crit.prefill_token_budget,
+        chunk_tokens=crit.chunk_tokens,
     )
     r = simulate(w, config)
     done = r.completed

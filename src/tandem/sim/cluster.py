@@ -6,7 +6,9 @@ Life of a request (P/D disaggregated), as simulated:
 1. Arrives (from the trace); rejected at once, with a reason, if its prompt plus output can
    never fit one decode instance's KV cache. Otherwise the dispatch policy picks a prefill
    instance and it joins that instance's FCFS queue.
-2. Prefill runs in batches up to a token budget; it produces the first output token.
+2. Prefill runs in batches up to a token budget, or, with chunked prefill on
+   (``chunk_tokens``), in iterations of at most that many prompt tokens, long prompts split
+   over several; it produces the first output token when a prompt's last token is computed.
 3. The placement policy picks a decode instance; the request waits there for memory, which is
    reserved before its KV is copied over the instance's inbound link (transfers on one link
    queue behind each other).
@@ -83,6 +85,10 @@ class ClusterConfig:
     #: Record every inter-token gap (``tandem.sim.itl``) for the ITL metrics; off by default
     #: (the goodput search and the experiments do not read ITL).
     record_itl: bool = False
+    #: Chunked prefill (vLLM's ``max_num_batched_tokens``, SGLang's ``chunked_prefill_size``):
+    #: at most this many prompt tokens per prefill iteration, long prompts split into chunks
+    #: (see ``tandem.sim.prefill``); replaces ``prefill_token_budget``. ``None``: off.
+    chunk_tokens: int | None = None
 
     @property
     def request_overhead_s(self) -> float:
@@ -100,6 +106,8 @@ class ClusterConfig:
             raise ConfigError(f"max batch size must be >= 1, got {self.max_batch_size}")
         if self.prefill_token_budget < 1:
             raise ConfigError(f"prefill token budget must be >= 1, got {self.prefill_token_budget}")
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
+            raise ConfigError(f"chunk tokens must be >= 1, got {self.chunk_tokens}")
         if self.prediction_refresh_tokens < 1:
             raise ConfigError("prediction refresh must be >= 1 token")
         check_prediction_spec(self.prediction)
@@ -135,7 +143,9 @@ class Simulator:
         self.rescheduler = rescheduler or make_rescheduler(config.rescheduler)
         noise = ServiceTimeNoise(config.prefill_cv, config.seed) if config.prefill_cv > 0 else None
         self.prefill = [
-            PrefillInstance(i, config.prefill_cost, config.prefill_token_budget, noise)
+            PrefillInstance(
+                i, config.prefill_cost, config.prefill_token_budget, noise, config.chunk_tokens
+            )
             for i in range(config.num_prefill)
         ]
         self.decode = [

@@ -1,8 +1,19 @@
 """Prefill instances: an FCFS queue, prefilled in batches up to a token budget.
 
-A batch takes requests in arrival order while their prompts fit the budget; a prompt longer
-than the budget is prefilled alone. Prefill produces a request's first output token. A batch
-takes the cost model's time, times a random factor when service-time variability is on
+Two modes:
+
+- Whole prompts (the default): a batch takes requests in arrival order while their prompts fit
+  the budget; a prompt longer than the budget is prefilled alone.
+- Chunked prefill (``chunk_tokens`` set, as vLLM's ``max_num_batched_tokens`` and SGLang's
+  ``chunked_prefill_size``): every iteration computes at most ``chunk_tokens`` prompt tokens,
+  taken FCFS: the rest of the request at the head of the queue (possibly part-done), then the
+  next requests while tokens remain; the last one taken may get only a chunk and stays at the
+  head. An iteration is priced by ``CostModel.prefill_chunks_time_s`` from each chunk's new
+  tokens and the context its prompt already computed. Only the head request can be part-done.
+
+Prefill produces a request's first output token, at the end of the iteration that computes its
+last token (every request finishing in an iteration gets it then). An iteration takes the cost
+model's time, times a random factor when service-time variability is on
 (``tandem.sim.variability``).
 """
 
@@ -29,6 +40,10 @@ class PrefillInstance:
         "busy_s",
         "noise",
         "max_batch_tokens",
+        "chunk_tokens",
+        "head_done_tokens",
+        "running_tokens",
+        "num_iterations",
     )
 
     def __init__(
@@ -37,8 +52,11 @@ class PrefillInstance:
         cost: CostModel,
         token_budget: int,
         noise: ServiceTimeNoise | None = None,
+        chunk_tokens: int | None = None,
     ) -> None:
-        """``noise``, when given, scales every batch's time (shared by a run's instances)."""
+        """``noise``, when given, scales every batch's time (shared by a run's instances);
+        ``chunk_tokens``, when given, turns chunked prefill on with that per-iteration budget
+        (``token_budget`` is then unused)."""
         self.instance_id = instance_id
         self.cost = cost
         self.token_budget = token_budget
@@ -50,6 +68,12 @@ class PrefillInstance:
         self.busy_s = 0.0
         #: The largest batch run, in prompt tokens (for the cost model's measured range).
         self.max_batch_tokens = 0
+        self.chunk_tokens = chunk_tokens
+        #: Chunked mode: prompt tokens of ``queue[0]`` computed by finished iterations.
+        self.head_done_tokens = 0
+        #: Chunked mode: prompt tokens the running iteration computes.
+        self.running_tokens = 0
+        self.num_iterations = 0
 
     def enqueue(self, request: SimRequest) -> None:
         self.queue.append(request)
@@ -57,7 +81,10 @@ class PrefillInstance:
         self.num_queued += 1
 
     def next_batch(self) -> tuple[list[SimRequest], float]:
-        """Take the next batch off the queue and return it with its prefill time."""
+        """Start the next iteration: return the requests whose prefill it completes (taken off
+        the queue) and its time. Chunked, the list may be empty (a long prompt's middle)."""
+        if self.chunk_tokens is not None:
+            return self._next_chunked(self.chunk_tokens)
         batch = [self.queue.popleft()]
         total = batch[0].prompt_tokens
         while self.queue and total + self.queue[0].prompt_tokens <= self.token_budget:
@@ -73,7 +100,40 @@ class PrefillInstance:
         self.busy_s += duration
         return batch, duration
 
+    def _next_chunked(self, budget: int) -> tuple[list[SimRequest], float]:
+        queue = self.queue
+        done = self.head_done_tokens
+        chunks: list[tuple[int, int]] = []
+        completed: list[SimRequest] = []
+        tokens = 0
+        while queue and tokens < budget:
+            remaining = queue[0].prompt_tokens - done
+            take = remaining if remaining <= budget - tokens else budget - tokens
+            chunks.append((done, take))
+            tokens += take
+            if take == remaining:
+                completed.append(queue.popleft())
+                done = 0
+            else:
+                done += take
+        # The part-done head's progress counts from the start: nothing else can take it.
+        self.head_done_tokens = done
+        self.running_tokens = tokens
+        self.busy = True
+        self.num_iterations += 1
+        if tokens > self.max_batch_tokens:
+            self.max_batch_tokens = tokens
+        duration = self.cost.prefill_chunks_time_s(chunks)
+        if self.noise is not None:
+            duration *= self.noise.multiplier()
+        self.busy_s += duration
+        return completed, duration
+
     def finish_batch(self, batch: list[SimRequest]) -> None:
         self.busy = False
-        self.queued_tokens -= sum(r.prompt_tokens for r in batch)
+        if self.chunk_tokens is not None:
+            self.queued_tokens -= self.running_tokens
+            self.running_tokens = 0
+        else:
+            self.queued_tokens -= sum(r.prompt_tokens for r in batch)
         self.num_queued -= len(batch)
