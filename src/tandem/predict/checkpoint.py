@@ -145,7 +145,9 @@ def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> Pred
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise InputFormatError(path, None, None, f"not a predictor checkpoint: {exc}") from exc
+        raise InputFormatError(
+            path, None, None, f"not a predictor checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputFormatError(path, None, "format", f"expected a {FORMAT} checkpoint")
     try:
