@@ -123,6 +123,57 @@ def _decode_pid_serving(url: str) -> int:
     raise AssertionError("no decode worker ever ran the request")
 
 
+def test_a_forced_live_migration_between_ray_actors_keeps_the_stream_exact(ray_server, stories):
+    """POST /admin/migrate moves a streaming request from one decode actor to the other while
+    the client reads; the text equals the runner's and the migration counts as migrated."""
+    from tandem.engine.runner import ModelRunner
+    from tandem.engine.sampling import SamplingParams
+
+    url = ray_server
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 400,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"X-Request-Id": "ray-migrate"}
+    text, usage, moved = "", None, None
+    with httpx.stream(
+        "POST", f"{url}/v1/completions", json=body, headers=headers, timeout=120
+    ) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            usage = event.get("usage") or usage
+            for choice in event["choices"]:
+                text += choice["text"]
+            if moved is None and len(text) > 60:
+                for worker in (0, 1):  # the other worker answers 200; its own one 409
+                    answer = httpx.post(
+                        f"{url}/admin/migrate",
+                        json={"request_id": "ray-migrate", "decode_worker": worker},
+                        timeout=10,
+                    )
+                    if answer.status_code == 200:
+                        moved = worker
+                        break
+                    assert answer.status_code == 409, answer.text
+    assert moved is not None
+    alone = ModelRunner(stories).generate(
+        [stories.encode(PROMPT)],
+        SamplingParams(temperature=0.0, max_new_tokens=400, ignore_eos=True),
+    )[0]
+    assert text == stories.decode(alone.output_token_ids)
+    assert usage is not None and usage["completion_tokens"] == 400
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'outcome="migrated"} 1.0' in metrics
+    assert "tandem:migration_bytes_total" in metrics
+
+
 def test_a_killed_decode_worker_loses_no_token_and_repeats_none(ray_server, stories):
     from tandem.engine.runner import ModelRunner
     from tandem.engine.sampling import SamplingParams

@@ -119,6 +119,28 @@ def build_app(front: FrontEnd, lifespan: Any = None) -> FastAPI:
         ]
         return JSONResponse({"status": "ok", "workers": workers})
 
+    @app.post("/admin/migrate")
+    async def migrate(body: p.MigrateRequest) -> dict[str, Any]:
+        controller = front.controller
+        if not controller.ready:
+            raise p.APIError(503, "the server is not ready yet")
+        if not controller.is_active(body.request_id):
+            raise p.APIError(404, f"no request '{body.request_id}' in flight", param="request_id")
+        workers = sorted(h.worker_id for h in controller.decode)
+        if body.decode_worker not in workers:
+            raise p.bad_request(
+                f"no decode worker {body.decode_worker}; there are {workers}", "decode_worker"
+            )
+        migration = controller.migrate(body.request_id, body.decode_worker)
+        if migration is None:
+            raise p.APIError(
+                409,
+                "cannot start now: the request is not decoding yet, is already migrating or "
+                "is on that worker, or the worker is gone",
+                code="conflict",
+            )
+        return {"migration_id": migration, **body.model_dump()}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         card = {

@@ -36,6 +36,16 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 
+class MigrateRequest(BaseModel):
+    """``POST /admin/migrate``: move a request in flight to decode worker ``decode_worker``
+    (live, as a rescheduler's migration; for draining a worker by hand and for tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=512)
+    decode_worker: int = Field(ge=0, le=1_000_000)
+
+
 # --------------------------------------------------------------------------------------------
 # Errors
 
