@@ -125,12 +125,12 @@ def _serve(stories, monkeypatch, prediction: str) -> dict:
 def test_source_names():
     assert parse_source("head") == ("head", None)
     assert parse_source("head:/x/y.pt") == ("head", "/x/y.pt")
-    assert "head:/x/y.pt" in SOURCES and "head" in SOURCES and "oracle" in SOURCES
-    assert "head:" not in SOURCES and "oracle:x" not in SOURCES and "heads" not in SOURCES
+    assert [parse_source(s)[0] for s in SOURCES] == list(SOURCES)
     with pytest.raises(ConfigError, match="needs a checkpoint path"):
         parse_source("head:")
-    with pytest.raises(ConfigError, match="unknown prediction source"):
-        parse_source("tail")
+    for bad in ("tail", "oracle:x", "heads"):
+        with pytest.raises(ConfigError, match="unknown --prediction"):
+            parse_source(bad)
 
 
 def test_the_shipped_head_is_small_and_for_the_embedded_model(stories):

@@ -46,29 +46,20 @@ if TYPE_CHECKING:
 DEFAULT_HEAD = "stories260k_head.pt"
 
 
-class _SourceNames(tuple[str, ...]):
-    """The source names; ``in`` also accepts ``head:CKPT`` (whether CKPT is a usable
-    checkpoint is ``check_source``'s question, asked before any model loads)."""
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        kind, sep, ckpt = name.partition(":")
-        return tuple.__contains__(self, kind) and (not sep or (kind == "head" and bool(ckpt)))
-
-
-SOURCES = _SourceNames(("none", "oracle", "progress-mean", "head"))
+SOURCES = ("none", "oracle", "progress-mean", "head")
 
 
 def parse_source(source: str) -> tuple[str, str | None]:
-    """``(kind, checkpoint path or None)``; ``ConfigError`` for an unknown or malformed name."""
+    """``(kind, checkpoint path or None)``; ``ConfigError`` for an unknown or malformed name
+    (``head:CKPT`` takes a path; whether it is a usable checkpoint is ``check_source``'s
+    question, asked before any model loads)."""
     kind, sep, ckpt = source.partition(":")
-    if source not in SOURCES:
-        if kind == "head" and sep:
-            raise ConfigError("--prediction head:CKPT needs a checkpoint path after 'head:'")
+    if kind not in SOURCES or (sep and kind != "head"):
         raise ConfigError(
-            f"unknown prediction source '{source}'; known: {', '.join(SOURCES)}, head:CKPT"
+            f"unknown --prediction '{source}'; known: {', '.join(SOURCES)}, head:CKPT"
         )
+    if sep and not ckpt:
+        raise ConfigError("--prediction head:CKPT needs a checkpoint path after 'head:'")
     return kind, (ckpt or None) if kind == "head" else None
 
 

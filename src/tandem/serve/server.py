@@ -27,7 +27,7 @@ from tandem.errors import ConfigError
 from tandem.serve.backends import BACKENDS, Backend, RayOptions
 from tandem.serve.messages import ROLE_DECODE, ROLE_PREFILL, WorkerConfig
 from tandem.serve.migration import live_rescheduler
-from tandem.serve.prediction import SOURCES as PREDICTION_SOURCES
+from tandem.serve.prediction import parse_source as parse_prediction_source
 
 T = TypeVar("T")
 
@@ -95,14 +95,14 @@ class ServeConfig:
         for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag} must be >= 1, got {getattr(self, name)}")
-        if self.prediction not in PREDICTION_SOURCES:
-            raise ConfigError(
-                f"unknown --prediction '{self.prediction}'; known: {', '.join(PREDICTION_SOURCES)}"
-            )
+        parse_prediction_source(self.prediction)
         if self.admission not in ("greedy", "predictive"):
             raise ConfigError(f"unknown --admission '{self.admission}'; known: greedy, predictive")
         if self.admission == "predictive" and self.prediction == "none":
-            raise ConfigError("--admission predictive needs --prediction oracle|progress-mean")
+            raise ConfigError(
+                "--admission predictive needs predictions: --prediction oracle, progress-mean, "
+                "head or head:CKPT"
+            )
         if self.prediction_refresh_tokens < 1:
             raise ConfigError("--prediction-refresh-tokens must be >= 1")
         if self.backend not in BACKENDS:
