@@ -53,6 +53,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from tandem.control.policies import (
     _PLACEMENT,
     _RESCHEDULER,
@@ -88,6 +90,22 @@ def projected_peak_kv(
         # Requests with remaining >= rem are all alive just before step rem.
         best = max(best, pending_tokens + kv_sum + h * count)
     return best
+
+
+def projected_peak_kv_arrays(
+    kv_tokens: np.ndarray, remaining: np.ndarray, pending_tokens: float, horizon_tokens: int
+) -> float:
+    """``projected_peak_kv`` on arrays (KV tokens, predicted remaining), vectorised: the same
+    value, bit for bit, when the KV tokens are whole numbers (as they always are: sums of
+    them are exact in any order). The order of ties is kept (a stable sort), as there."""
+    n = kv_tokens.size
+    if n == 0:
+        return pending_tokens
+    order = np.argsort(-remaining, kind="stable")
+    kv_sum = np.cumsum(kv_tokens[order], dtype=np.float64)
+    h = np.minimum(remaining[order], float(horizon_tokens))
+    points = pending_tokens + kv_sum + h * np.arange(1, n + 1, dtype=np.float64)
+    return max(pending_tokens + float(kv_sum[-1]), float(points.max()))
 
 
 def remaining_estimate(r: RunningRequestView) -> float:

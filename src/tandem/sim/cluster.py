@@ -79,6 +79,10 @@ class ClusterConfig:
     #: Decode admission: ``greedy`` (join when the KV fits now) or ``predictive`` (also when
     #: the predicted peak fits; needs a prediction source).
     admission: str = "greedy"
+    #: Predictive admission holds a request back for at most this long after it started
+    #: waiting on an instance (placed or preempted there); past it, greedy admission decides.
+    #: ``inf``: no bound (before issue 19; slower than greedy on long outputs).
+    admission_max_wait_s: float = 1.0
     #: Coefficient of variation of prefill iteration times around the cost model (gamma
     #: distributed, mean preserved; see ``tandem.sim.variability``). 0: deterministic.
     prefill_cv: float = 0.0
@@ -116,6 +120,8 @@ class ClusterConfig:
             raise ConfigError(
                 f"unknown admission '{self.admission}'; known: {', '.join(ADMISSIONS)}"
             )
+        if not self.admission_max_wait_s >= 0:
+            raise ConfigError(f"admission max wait must be >= 0 s, got {self.admission_max_wait_s}")
         if self.admission == "predictive" and self.prediction == "none":
             raise ConfigError("predictive admission needs a prediction source (--prediction)")
         # Unknown policy names fail here, before any work.
@@ -161,6 +167,7 @@ class Simulator:
                 exact=config.exact,
                 record_timeline=config.record_timeline,
                 predictive_admission=config.admission == "predictive",
+                admission_max_wait_s=config.admission_max_wait_s,
                 record_itl=config.record_itl,
             )
             for i in range(config.num_decode)

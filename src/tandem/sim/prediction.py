@@ -88,6 +88,8 @@ class PredictionSource:
         # request i's value after refresh j is ``_trajectory[_offset[i] + j]``.
         self._trajectory: memoryview | None = None
         self._offset: list[int] = []
+        self._trajectory_array: np.ndarray | None = None
+        self._offset_array: np.ndarray | None = None
 
     @classmethod
     def from_spec(
@@ -137,6 +139,8 @@ class PredictionSource:
             values[lo : lo + owner.size] = self._draw(owner, refresh, points, truth)
         self._trajectory = values.data  # a memoryview: indexing gives plain floats, fast
         self._offset = offsets.tolist()
+        self._trajectory_array = values
+        self._offset_array = offsets
 
     def _draw(
         self, owner: np.ndarray, refresh: np.ndarray, points: np.ndarray, truth: np.ndarray
@@ -163,6 +167,15 @@ class PredictionSource:
             value = trajectory[offset[request.index] + g // k] - g % k
             out.append(value if value > 0.0 else 0.0)
         return out
+
+    def remaining_array(self, indices: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        """``remaining_many`` vectorised: request indices and tokens generated as int64 arrays
+        in, the same values (bit for bit) out as a float64 array."""
+        trajectory, offset, k = self._trajectory_array, self._offset_array, self.refresh_tokens
+        if trajectory is None or offset is None:
+            raise RuntimeError("PredictionSource.prepare() must run before predictions are read")
+        values = trajectory[offset[indices] + generated // k] - generated % k
+        return np.where(values > 0.0, values, 0.0)
 
     def remaining(self, request: SimRequest, generated: int) -> float | None:
         """Predicted remaining tokens of one request (``None`` without a source)."""

@@ -26,6 +26,7 @@ class SimRequest:
         "pause_s",
         "num_migrations",
         "last_token_s",
+        "waiting_since_s",
     )
 
     def __init__(
@@ -56,6 +57,9 @@ class SimRequest:
         #: When its latest token reached the client (for ITL: set on the first token and when
         #: it leaves a batch; a step's tokens are counted by the decode instance).
         self.last_token_s = 0.0
+        #: When it last started waiting for memory on a decode instance (placed or preempted):
+        #: predictive admission holds it back for at most a bounded time after that.
+        self.waiting_since_s = 0.0
 
     @property
     def kv_tokens(self) -> int:
