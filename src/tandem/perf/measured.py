@@ -13,6 +13,15 @@ paper's measurements: maximum prefill throughput at an input length, TPOT agains
   it follows the end segment's slope (never below ``tpot_0 * B / B_0`` at the small end).
 - The table has no context dimension: the step time's slope per context token is 0 (the table
   was measured at the deployment's own context lengths).
+- CUDA-graph padding (off unless ``graph_batch_sizes`` is given): vLLM and SGLang replay a
+  decode step as a CUDA graph captured for a few batch sizes, padding a batch up to the next
+  captured size (``GRAPH_BATCH_SIZES``: both pad to multiples of 8 from 8 to 160, by default).
+  A step of batch ``B`` then costs what the padded batch ``pad(B)`` costs, so the step time is a
+  staircase, not a line. The table was measured on such an engine, so each point is read as the
+  time of its padded batch (the point at batch 30 is the time of 32), the table is
+  interpolated over the padded sizes, and a batch is priced at its padded size: the table's own
+  points are reproduced exactly, and a batch just past a captured size pays for the whole next
+  one. Above the largest captured size the engine runs eagerly, unpadded.
 
 Both tables are validated non-decreasing, so piecewise-linear interpolation is monotone.
 Queries outside the table are answered and flagged once (``OutOfMeasuredRangeWarning``).
@@ -27,6 +36,21 @@ from dataclasses import dataclass, field
 from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
 from tandem.perf.ranges import Usage, WarnOnce
+
+#: Default decode CUDA-graph capture sizes: SGLang's (``cuda_graph_runner``, without speculative
+#: decoding, plus the 160-256 range it adds on GPUs over 90 GB such as the H200) and vLLM's
+#: (``[1, 2, 4] + range(8, 513, 8)``, ``cuda_graph_sizes`` = 512 by default).
+GRAPH_BATCH_SIZES: dict[str, tuple[int, ...]] = {
+    "sglang": tuple(sorted({1, 2, 4, 8, *range(16, 161, 8), *range(160, 257, 8)})),
+    "vllm": (1, 2, 4, *range(8, 513, 8)),
+}
+
+
+def padded_batch(batch_size: int, sizes: Sequence[int]) -> int:
+    """The captured size a batch runs as: the smallest ``>= batch_size``, or the batch itself
+    above the largest (eager)."""
+    i = bisect_left(sizes, batch_size)
+    return sizes[i] if i < len(sizes) else batch_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +101,13 @@ class MeasuredCostModel(CostModel):
     link_bandwidth_bytes_per_s: float = 25e9
     link_latency_s: float = 1e-4
     source: str = ""
+    #: Decode CUDA-graph capture sizes, increasing (see the module doc); empty: no padding.
+    graph_batch_sizes: tuple[int, ...] = ()
     _latch: WarnOnce = field(default_factory=WarnOnce, compare=False, repr=False)
+    #: The TPOT table at padded batch sizes (built once when padding is on).
+    _padded_table: tuple[tuple[float, ...], tuple[float, ...]] = field(
+        default=((), ()), init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         # Files are validated field by field on loading; this guards direct construction.
@@ -95,6 +125,23 @@ class MeasuredCostModel(CostModel):
                 f"measured profile '{self.name}': prefill times and TPOTs must be positive and "
                 "non-decreasing"
             )
+        gs = list(self.graph_batch_sizes)
+        if gs and (gs != sorted(set(gs)) or gs[0] < 1):
+            raise ConfigError(
+                f"measured profile '{self.name}': CUDA-graph batch sizes must be positive and "
+                "increasing"
+            )
+        if gs:
+            by_padded: dict[int, float] = {}
+            for p in self.tpot_points:
+                padded = padded_batch(p.batch_size, gs)
+                # Two points padded alike measured the same graph: keep the slower.
+                by_padded[padded] = max(by_padded.get(padded, 0.0), p.tpot_s)
+            table = (
+                tuple(float(b) for b in sorted(by_padded)),
+                tuple(by_padded[b] for b in sorted(by_padded)),
+            )
+            object.__setattr__(self, "_padded_table", table)
 
     def request_overhead_s(self) -> float:
         return self.overhead_s
@@ -135,15 +182,28 @@ class MeasuredCostModel(CostModel):
     def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:
         xs = [float(p.batch_size) for p in self.tpot_points]
         ys = [p.tpot_s for p in self.tpot_points]
-        step_s, outside = interpolate(xs, ys, batch_size)
-        if batch_size < xs[0]:
-            step_s = max(step_s, ys[0] * batch_size / xs[0])
+        outside = batch_size < xs[0] or batch_size > xs[-1]
+        if self.graph_batch_sizes:
+            step_s = self._padded_step_s(batch_size)
+        else:
+            step_s, _ = interpolate(xs, ys, batch_size)
+            if batch_size < xs[0]:
+                step_s = max(step_s, ys[0] * batch_size / xs[0])
         if outside:
             self._latch.warn(
                 self.name,
                 f"decode batch of {batch_size}; batch size measured {xs[0]:.0f}-{xs[-1]:.0f}",
             )
         return step_s, 0.0
+
+    def _padded_step_s(self, batch_size: int) -> float:
+        """The table read at padded batch sizes, priced at ``batch_size``'s padded size."""
+        xs, ys = self._padded_table
+        b = padded_batch(batch_size, self.graph_batch_sizes)
+        step_s, _ = interpolate(xs, ys, b)
+        if b < xs[0]:
+            step_s = max(step_s, ys[0] * b / xs[0])
+        return step_s
 
     def kv_transfer_time_s(self, num_tokens: int) -> float:
         if num_tokens <= 0:

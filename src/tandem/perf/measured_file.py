@@ -14,6 +14,8 @@ Example (``examples/measured_deepseek_v3_h200.yaml``)::
       points:                         # time per output token against decode batch size
         - {batch_size: 10, tpot_ms: 12.8}
         - {batch_size: 20, tpot_ms: 16.4}
+      cuda_graph_batch_sizes: sglang  # optional: sglang, vllm or a list; decode batches are
+                                      # padded to these sizes (default: no padding)
     kv:
       bytes_per_token: 70272
       capacity_tokens: 600000
@@ -26,11 +28,12 @@ Every error names the file and the field (``decode.points[1].tpot_ms``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from tandem.perf._loading import StrictModel, read_mapping, validate
-from tandem.perf.measured import DecodePoint, MeasuredCostModel, PrefillPoint
+from tandem.perf.measured import GRAPH_BATCH_SIZES, DecodePoint, MeasuredCostModel, PrefillPoint
 
 
 class _PrefillPointIn(StrictModel):
@@ -65,6 +68,7 @@ class _DecodePointIn(StrictModel):
 
 class _DecodeIn(StrictModel):
     points: list[_DecodePointIn] = Field(min_length=1)
+    cuda_graph_batch_sizes: Literal["sglang", "vllm"] | list[PositiveInt] | None = None
 
     @model_validator(mode="after")
     def _monotone(self) -> _DecodeIn:
@@ -77,6 +81,9 @@ class _DecodeIn(StrictModel):
                     f"points[{i}].tpot_ms: below points[{i - 1}].tpot_ms, but a bigger batch "
                     "cannot step faster"
                 )
+        gs = self.cuda_graph_batch_sizes
+        if isinstance(gs, list) and (not gs or gs != sorted(set(gs))):
+            raise ValueError("cuda_graph_batch_sizes: must be a non-empty increasing list")
         return self
 
 
@@ -119,7 +126,16 @@ def measured_from_mapping(data: dict, label: str | Path) -> MeasuredCostModel:
         link_bandwidth_bytes_per_s=doc.kv.link_bandwidth_bytes_per_s,
         link_latency_s=doc.kv.link_latency_s,
         source=doc.source,
+        graph_batch_sizes=_graph_sizes(doc.decode.cuda_graph_batch_sizes),
     )
+
+
+def _graph_sizes(value: str | list[int] | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return GRAPH_BATCH_SIZES[value]
+    return tuple(value)
 
 
 def load_measured(path: str | Path) -> MeasuredCostModel:
