@@ -91,6 +91,11 @@ def serve_command(
         help="Seconds a destination holds memory for a migration whose last stage has not "
         "come; then it is freed and the request stays where it is.",
     ),
+    worker_restarts: int = typer.Option(
+        3,
+        help="Ray backend: restarts of a worker whose process dies (its requests resume on "
+        "the others at once; it is loaded again and serves again); 0 gives it up.",
+    ),
     shutdown_timeout: float = typer.Option(
         30.0,
         help="On SIGTERM or Ctrl-C: seconds running requests may take to finish (new "
@@ -168,6 +173,7 @@ def serve_command(
         reschedule_horizon_tokens=reschedule_horizon,
         reschedule_cooldown_s=reschedule_cooldown,
         migration_timeout_s=migration_timeout,
+        worker_restarts=worker_restarts,
         chat_template=template,
         device=device,
         seed=seed,

@@ -113,8 +113,15 @@ def build_app(front: FrontEnd, lifespan: Any = None) -> FastAPI:
         if dead:
             lost = [f"{role} {wid}: {why}" for (role, wid), why in dead.items()]
             return JSONResponse({"status": "degraded", "lost_workers": lost}, 503)
+        restarts = controller.num_restarts
         workers = [
-            {"role": i.role, "id": i.worker_id, "node": i.node, "pid": i.pid}
+            {
+                "role": i.role,
+                "id": i.worker_id,
+                "node": i.node,
+                "pid": i.pid,
+                "restarts": restarts.get((i.role, i.worker_id), 0),
+            }
             for i in controller.infos
         ]
         return JSONResponse({"status": "ok", "workers": workers})

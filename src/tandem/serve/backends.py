@@ -58,6 +58,10 @@ class WorkerHandle(ABC):
     def role(self) -> str:
         return self.config.role
 
+    #: Whether a dead worker comes back by itself (its process restarted, the model not yet
+    #: loaded): the Controller then loads it again and admits it back.
+    restarts: bool = False
+
     @abstractmethod
     async def load(self, timeout_s: float) -> WorkerInfo:
         """Load the model and start the worker's loop; its description."""
@@ -132,9 +136,10 @@ class RayWorkerActor:
 class RayHandle(WorkerHandle):
     """A worker in a Ray actor."""
 
-    def __init__(self, config: WorkerConfig, actor: Any) -> None:
+    def __init__(self, config: WorkerConfig, actor: Any, restarts: bool = False) -> None:
         super().__init__(config)
         self.actor = actor
+        self.restarts = restarts
 
     async def load(self, timeout_s: float) -> WorkerInfo:
         try:
@@ -197,6 +202,8 @@ class RayOptions:
     decode_resources: dict[str, float] = field(default_factory=dict)
     num_cpus: int | None = None
     object_store_bytes: int = 256 * 2**20
+    #: Times Ray restarts a worker's actor whose process died (then the Controller reloads it).
+    max_restarts: int = 3
 
 
 class Backend:
@@ -265,9 +272,10 @@ class Backend:
                 num_gpus=1 if device.startswith("cuda") else 0,
                 resources=dict(resources) or None,
                 max_concurrency=4,
-                max_restarts=0,
+                max_restarts=opts.max_restarts,
+                max_task_retries=0,
             ).remote(config)
-            handles.append(RayHandle(config, actor))
+            handles.append(RayHandle(config, actor, restarts=opts.max_restarts > 0))
         return handles
 
     async def stop(self) -> None:

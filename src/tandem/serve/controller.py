@@ -58,6 +58,9 @@ from tandem.serve.views import ServedDecodeView, ServedPrefillView
 
 log = logging.getLogger("tandem.serve")
 POLL_TIMEOUT_S = 0.05
+#: A restarted worker is loaded again up to this many times, this far apart.
+READMIT_ATTEMPTS = 3
+READMIT_PAUSE_S = 1.0
 
 
 class Overloaded(Exception):
@@ -163,6 +166,9 @@ class Controller:
         self.failed: str | None = None
         self._stats: dict[tuple[str, int], WorkerStats] = {}
         self._dead: dict[tuple[str, int], str] = {}
+        #: (role, worker id) -> times the worker came back after its process died.
+        self.num_restarts: dict[tuple[str, int], int] = {}
+        self.load_timeout_s = 600.0
         self._sent: dict[tuple[str, int], _Sent] = {}
         self._requests: dict[str, _Request] = {}
         self._numbers_view = _Numbers(self._requests)
@@ -176,6 +182,7 @@ class Controller:
 
     async def start(self, load_timeout_s: float = 600.0) -> None:
         """Load every worker (in parallel), check they serve one model, start polling."""
+        self.load_timeout_s = load_timeout_s
         handles = [*self.prefill, *self.decode]
         try:
             infos = await asyncio.gather(*(h.load(load_timeout_s) for h in handles))
@@ -190,14 +197,7 @@ class Controller:
         self.info = infos[0]
         for handle, info in zip(handles, infos, strict=True):
             key = (handle.role, handle.worker_id)
-            # Until its first poll answers, a worker is idle with what its config and load say.
-            self._stats[key] = WorkerStats(
-                worker_id=handle.worker_id,
-                role=handle.role,
-                kv_capacity_tokens=handle.config.kv_capacity_tokens,
-                kv_bytes_per_token=info.kv_bytes_per_token if handle.role == ROLE_DECODE else 0,
-                max_batch_size=handle.config.max_batch_size,
-            )
+            self._stats[key] = self._initial_stats(handle, info)
             self._sent[key] = _Sent()
             self._tasks.append(asyncio.create_task(self._poll_loop(handle)))
         if self.rescheduler.interval_s is not None:
@@ -212,6 +212,17 @@ class Controller:
                 info.node,
                 info.pid,
             )
+
+    @staticmethod
+    def _initial_stats(handle: WorkerHandle, info: WorkerInfo) -> WorkerStats:
+        """Until its first poll answers, a worker is idle with what its config and load say."""
+        return WorkerStats(
+            worker_id=handle.worker_id,
+            role=handle.role,
+            kv_capacity_tokens=handle.config.kv_capacity_tokens,
+            kv_bytes_per_token=info.kv_bytes_per_token if handle.role == ROLE_DECODE else 0,
+            max_batch_size=handle.config.max_batch_size,
+        )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -402,6 +413,8 @@ class Controller:
             except Exception as exc:
                 log.error("%s worker %d is gone: %s", handle.role, handle.worker_id, exc)
                 self._fail_worker(handle, f"{handle.role} worker {handle.worker_id} failed: {exc}")
+                if handle.restarts and await self._readmit(handle):
+                    continue
                 return
             self._stats[key] = update.stats
             now = time.monotonic()
@@ -518,6 +531,43 @@ class Controller:
             self._resume(request)
         except ConfigError as exc:
             self._fail_requests([request.request_id], f"cannot resume: {exc}")
+
+    async def _readmit(self, handle: WorkerHandle) -> bool:
+        """Load a restarted worker again and take it back into dispatch and placement; False
+        if it does not come back (no restarts left, or it loads another model)."""
+        key = (handle.role, handle.worker_id)
+        for attempt in range(READMIT_ATTEMPTS):
+            if self._stopping:
+                return False
+            try:
+                info = await handle.load(self.load_timeout_s)
+                break
+            except Exception as exc:
+                log.warning(
+                    "%s worker %d did not come back (attempt %d): %s",
+                    handle.role,
+                    handle.worker_id,
+                    attempt + 1,
+                    exc,
+                )
+                await asyncio.sleep(READMIT_PAUSE_S)
+        else:
+            return False
+        if self.info is not None and info.fingerprint != self.info.fingerprint:
+            log.error("%s worker %d came back with another model", handle.role, handle.worker_id)
+            return False
+        self._stats[key] = self._initial_stats(handle, info)
+        self._sent[key] = _Sent()
+        self.infos = [info if (i.role, i.worker_id) == key else i for i in self.infos]
+        del self._dead[key]
+        self.num_restarts[key] = self.num_restarts.get(key, 0) + 1
+        log.warning(
+            "%s worker %d restarted (pid %d) and is serving again",
+            handle.role,
+            handle.worker_id,
+            info.pid,
+        )
+        return True
 
     def _resume(self, request: _Request) -> None:
         """Prefill the prompt plus the tokens already sent again, on a live prefill worker; the

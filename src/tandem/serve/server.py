@@ -74,6 +74,9 @@ class ServeConfig:
     reschedule_horizon_tokens: int = 256
     reschedule_cooldown_s: float = 1.0
     migration_timeout_s: float = 10.0
+    #: Ray: times a worker whose process died is restarted (and loaded again) before it is
+    #: given up; its requests resume elsewhere meanwhile.
+    worker_restarts: int = 3
     chat_template: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -124,6 +127,8 @@ class ServeConfig:
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("--api-key (or TANDEM_API_KEY) must not be empty")
         self.make_rescheduler()  # names and ranges checked here
+        if not 0 <= self.worker_restarts <= 1000:
+            raise ConfigError(f"--worker-restarts must be in 0..1000, got {self.worker_restarts}")
         if not 0 < self.migration_timeout_s <= 3600:
             raise ConfigError("--migration-timeout must be in (0, 3600] seconds")
 
@@ -229,6 +234,7 @@ class TandemServer:
                 address=config.ray_address,
                 prefill_resources=dict(config.prefill_resources),
                 decode_resources=dict(config.decode_resources),
+                max_restarts=config.worker_restarts,
             ),
         )
         self._backend = backend
