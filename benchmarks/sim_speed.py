@@ -8,13 +8,19 @@
 
 Last line: ``requests_per_s=<number> speedup_vs_exact=<number>``.
 Usage: ``python benchmarks/sim_speed.py [--requests N] [--profile NAME]``.
+
+``--chunk-tokens N`` measures instead the speed with chunked prefill on (chunks of N tokens)
+against off, on the 32P32D setup of part 1, in one process: ``--rounds`` alternating off/on
+pairs; last line ``chunked_over_off=<median on speed / median off speed>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
+from dataclasses import replace
 
 from tandem.perf.registry import get_profile
 from tandem.sim import ClusterConfig, simulate
@@ -28,11 +34,33 @@ def timed_run(workload, config):  # noqa: ANN001, ANN201
     return result, time.perf_counter() - start
 
 
+def compare_chunked(workload, config, chunk_tokens: int, rounds: int) -> None:  # noqa: ANN001
+    """Alternate off/on runs (the machine's load drifts; alternating spreads it over both)."""
+    chunked = replace(config, chunk_tokens=chunk_tokens)
+    speeds: dict[str, list[float]] = {"off": [], "on": []}
+    for i in range(rounds):
+        for label, cfg in (
+            (("off", config), ("on", chunked))
+            if i % 2 == 0
+            else (
+                ("on", chunked),
+                ("off", config),
+            )
+        ):
+            _, seconds = timed_run(workload, cfg)
+            speeds[label].append(len(workload) / seconds)
+            print(f"round {i + 1} chunked {label}: {seconds:.1f} s, {speeds[label][-1]:,.0f} req/s")
+    ratio = statistics.median(speeds["on"]) / statistics.median(speeds["off"])
+    print(f"chunked_over_off={ratio:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--profile", default="llama3-8b_a100_tp1")
     parser.add_argument("--exact-requests", type=int, default=20_000)
+    parser.add_argument("--chunk-tokens", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     warnings.simplefilter("ignore")  # out-of-measured-range notes are not the point here
@@ -42,6 +70,9 @@ def main() -> None:
     # 32P32D serve ~16x the trace's rate (5.5 req/s) without saturating.
     big = scale_rate(limit(repeat(base, copies), args.requests), 16.0)
     config = ClusterConfig(32, 32, cost, cost, placement="round-robin")
+    if args.chunk_tokens is not None:
+        compare_chunked(big, config, args.chunk_tokens, args.rounds)
+        return
     result, seconds = timed_run(big, config)
     m = result.metrics()
     rps = len(big) / seconds
