@@ -4,6 +4,8 @@ off by default."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -11,7 +13,12 @@ from typer.testing import CliRunner
 from sim_helpers import busy_workload, config, cost
 from tandem.cli import app
 from tandem.errors import ConfigError
+from tandem.experiments.rescheduling import Setup, config_for
+from tandem.metrics.serving import parse_slo
 from tandem.perf.measured import DecodePoint, MeasuredCostModel, PrefillPoint
+from tandem.plan.inputs import shape_from_means
+from tandem.plan.planner import PlanRequest
+from tandem.plan.search import criteria
 from tandem.sim import simulate
 from tandem.sim.prefill import PrefillInstance
 from tandem.sim.request import SimRequest
@@ -112,3 +119,15 @@ def test_cli_aliases_set_the_chunk() -> None:
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
     assert outputs[0] == outputs[1] == outputs[2] != outputs[3]
+
+
+def test_plan_and_experiment_pass_the_chunk_to_their_simulations() -> None:
+    """plan --verify's criteria and the experiment's cluster carry chunk_tokens."""
+    req = PlanRequest(shape_from_means(1000, 100), 1.0, 2.0, 0.05, cost())
+    assert criteria(req).chunk_tokens is None
+    assert criteria(replace(req, chunk_tokens=512)).chunk_tokens == 512
+    w = busy_workload(n=10)
+    setup = Setup(w, cost(), 1, 1, parse_slo("tpot=100ms"), 10.0, chunk_tokens=256)
+    assert config_for(setup, "round-robin").chunk_tokens == 256
+    with pytest.raises(ConfigError):
+        replace(req, chunk_tokens=0)
