@@ -29,9 +29,24 @@ SPARE_TOKENS = 64
 class SlabLayer(DynamicLayer):
     """A ``DynamicLayer`` whose appends write into preallocated spare columns."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def __init__(
+        self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None
+    ) -> None:
+        """A layer holding ``keys``/``values`` [B, H, T, D] (copied into new buffers with spare
+        columns); with ``length``, the tensors *are* the buffers (adopted, not copied) and
+        their first ``length`` columns hold the cache."""
         super().__init__()
-        self._fill(keys, values, SPARE_TOKENS)
+        if length is None:
+            self._fill(keys, values, SPARE_TOKENS)
+        else:
+            self._adopt(keys, values, length)
+
+    def _adopt(self, key_buf: torch.Tensor, value_buf: torch.Tensor, length: int) -> None:
+        self._key_buf, self._value_buf, self._end = key_buf, value_buf, length
+        self.keys = key_buf[:, :, :length]
+        self.values = value_buf[:, :, :length]
+        self.dtype, self.device = key_buf.dtype, key_buf.device
+        self.is_initialized = True
 
     def _fill(self, keys: torch.Tensor, values: torch.Tensor, spare: int) -> None:
         batch, heads, length, dim = keys.shape
@@ -67,8 +82,13 @@ class SlabLayer(DynamicLayer):
 class RunningBatch:
     """KV cache and attention mask of the rows that decode together (row order = runner's order)."""
 
-    def __init__(self, layers: Sequence[LayerKV], attention_mask: torch.Tensor) -> None:
-        self._layers = [SlabLayer(k, v) for k, v in layers]
+    def __init__(
+        self, layers: Sequence[LayerKV], attention_mask: torch.Tensor, *, adopt: bool = False
+    ) -> None:
+        """``adopt``: ``layers`` are buffers with spare columns, used as they are (their first
+        ``attention_mask.shape[1]`` columns hold the cache); else they are copied."""
+        width = int(attention_mask.shape[1])
+        self._layers = [SlabLayer(k, v, width if adopt else None) for k, v in layers]
         self.cache = Cache(layers=list(self._layers))
         self.attention_mask = attention_mask
 
@@ -100,11 +120,15 @@ class RunningBatch:
         mask = self.attention_mask.index_select(0, index)
         used = mask.any(dim=0).nonzero()
         start = int(used[0].item()) if used.numel() else mask.shape[1]
+        # One copy: the kept rows of the whole buffers (spare columns included), adopted.
         layers = [
-            (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-            for k, v in self.layer_kv()
+            (
+                layer._key_buf[:, :, start:].index_select(0, index),
+                layer._value_buf[:, :, start:].index_select(0, index),
+            )
+            for layer in self._layers
         ]
-        return RunningBatch(layers, mask[:, start:])
+        return RunningBatch(layers, mask[:, start:], adopt=True)
 
     def row_kv(self, row: int, start: int = 0) -> list[LayerKV]:
         """Row ``row``'s KV without padding, from its token ``start`` on: per layer
@@ -144,17 +168,19 @@ def _assemble(parts: Sequence[tuple[Sequence[LayerKV], torch.Tensor]]) -> Runnin
     first_layers, first_mask = parts[0]
     mask = first_mask.new_zeros((num_rows, width))
     layers: list[LayerKV] = []
+    # One copy: each part straight into buffers with spare columns, which the batch adopts.
+    columns = width + SPARE_TOKENS
     for layer_index, (key0, value0) in enumerate(first_layers):
-        keys = key0.new_zeros((num_rows, key0.shape[1], width, key0.shape[3]))
-        values = value0.new_zeros((num_rows, value0.shape[1], width, value0.shape[3]))
+        keys = key0.new_zeros((num_rows, key0.shape[1], columns, key0.shape[3]))
+        values = value0.new_zeros((num_rows, value0.shape[1], columns, value0.shape[3]))
         row = 0
         for part_layers, part_mask in parts:
             rows, length = part_mask.shape
             k, v = part_layers[layer_index]
-            keys[row : row + rows, :, width - length :] = k
-            values[row : row + rows, :, width - length :] = v
+            keys[row : row + rows, :, width - length : width] = k
+            values[row : row + rows, :, width - length : width] = v
             if layer_index == 0:
                 mask[row : row + rows, width - length :] = part_mask
             row += rows
         layers.append((keys, values))
-    return RunningBatch(layers, mask)
+    return RunningBatch(layers, mask, adopt=True)

@@ -58,8 +58,7 @@ from tandem.serve.views import ServedDecodeView, ServedPrefillView
 
 log = logging.getLogger("tandem.serve")
 POLL_TIMEOUT_S = 0.05
-#: A restarted worker is loaded again up to this many times, this far apart.
-READMIT_ATTEMPTS = 3
+#: A restarting worker is asked to load this often until it does (or the load timeout passes).
 READMIT_PAUSE_S = 1.0
 
 
@@ -536,23 +535,29 @@ class Controller:
         """Load a restarted worker again and take it back into dispatch and placement; False
         if it does not come back (no restarts left, or it loads another model)."""
         key = (handle.role, handle.worker_id)
-        for attempt in range(READMIT_ATTEMPTS):
+        deadline = time.monotonic() + self.load_timeout_s
+        attempt = 0
+        while True:  # Ray answers "restarting" until the new process is up
             if self._stopping:
                 return False
+            attempt += 1
             try:
                 info = await handle.load(self.load_timeout_s)
                 break
             except Exception as exc:
-                log.warning(
-                    "%s worker %d did not come back (attempt %d): %s",
+                if time.monotonic() > deadline:
+                    log.error(
+                        "%s worker %d did not come back: %s", handle.role, handle.worker_id, exc
+                    )
+                    return False
+                log.info(
+                    "%s worker %d not back yet (attempt %d): %s",
                     handle.role,
                     handle.worker_id,
-                    attempt + 1,
+                    attempt,
                     exc,
                 )
                 await asyncio.sleep(READMIT_PAUSE_S)
-        else:
-            return False
         if self.info is not None and info.fingerprint != self.info.fingerprint:
             log.error("%s worker %d came back with another model", handle.role, handle.worker_id)
             return False

@@ -116,6 +116,8 @@ class MigrationRecord:
     num_bytes: int
     duration_s: float
     detail: str = ""
+    #: When it ended (``time.monotonic``).
+    ended_s: float = 0.0
 
 
 class LiveMigrations:
@@ -327,7 +329,7 @@ class LiveMigrations:
         self._by_request.pop(live.request_id, None)
         self.counts[outcome] += 1
         self.bytes_total += live.num_bytes if outcome == "migrated" else 0
-        duration = time.monotonic() - live.started_s
+        now = time.monotonic()
         self.records.append(
             MigrationRecord(
                 live.request_id,
@@ -335,8 +337,9 @@ class LiveMigrations:
                 live.dest.worker_id,
                 outcome,
                 live.num_bytes,
-                duration,
+                now - live.started_s,
                 detail,
+                now,
             )
         )
         metrics = self._controller.metrics
