@@ -216,6 +216,35 @@ def test_a_migration_whose_destination_stops_ends_with_the_request_running_once(
     assert_idle(thread)
 
 
+def test_a_migration_whose_source_stops_ends_with_the_request_running_once():
+    """The source stops right after the migration starts: the migration is aborted, the
+    destination's reservation freed, and the request resumes there from its sent tokens."""
+    from tandem.serve.server import ServeConfig, ServerThread
+
+    torch.set_num_threads(1)
+    with ServerThread(ServeConfig(backend="local", port=0)) as thread:
+        url = thread.start(ready_timeout_s=300)
+        reference = stream(url, "src-ref", 300)
+        client, box = in_background(lambda: stream(url, "src-a", 300))
+
+        def migrate_and_stop_source(controller: Any) -> Any:
+            request = controller.request("src-a")
+            source = request.worker if request is not None else None
+            migration = migrate_after(50, "src-a")(controller)
+            if migration is None:
+                return None
+            source.worker.stop()
+            return migration
+
+        when(thread, migrate_and_stop_source, "the migration to start")
+        record = record_of(thread, "src-a")
+        client.join(HANG_GUARD_S)
+        assert record.outcome == "aborted" and "failed" in record.detail, record
+        assert box["result"]["text"] == reference["text"]
+        assert box["result"]["usage"]["completion_tokens"] == 300
+        assert_idle(thread)
+
+
 def _placed(request_id: str) -> Callable[[Any], Any]:
     def placed(controller: Any) -> Any:
         request = controller.request(request_id)

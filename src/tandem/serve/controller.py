@@ -334,7 +334,8 @@ class Controller:
         return views
 
     def worker_stats(self) -> list[WorkerStats]:
-        return list(self._stats.values())
+        """The live workers' latest stats (a dead worker's last ones describe nothing now)."""
+        return [stats for key, stats in self._stats.items() if key not in self._dead]
 
     @property
     def dead_workers(self) -> dict[tuple[str, int], str]:
