@@ -40,10 +40,14 @@ TANDEM = [sys.executable, "-m", "tandem"]
 KEYS = [(m, p) for m in ("ttft", "tpot") for p in ("median", "p90", "p99")]
 
 
-def scaled_trace(path: Path, num_requests: int, context: int) -> dict[str, float]:
+def scaled_trace(
+    path: Path, num_requests: int, context: int, workload: str = "azure-conv"
+) -> dict[str, float]:
+    """The first ``num_requests`` of ``workload`` with lengths scaled into ``context`` (99th
+    percentile of prompt plus output at 90% of it), as a Mooncake JSONL file."""
     from tandem.workload import load_workload
 
-    reqs = load_workload("azure-conv").requests[:num_requests]
+    reqs = load_workload(workload).requests[:num_requests]
     prompt = np.array([r.prompt_tokens for r in reqs], dtype=float)
     output = np.array([r.output_tokens for r in reqs], dtype=float)
     scale = 0.9 * context / float(np.percentile(prompt + output, 99))
@@ -71,8 +75,11 @@ def scaled_trace(path: Path, num_requests: int, context: int) -> dict[str, float
     }
 
 
-def start_server(pin: bool, log: Path) -> tuple[subprocess.Popen, str]:
-    args = [*TANDEM, "serve", "--port", "0", "--prefill", "1", "--decode", "1"]
+def start_server(
+    pin: bool, log: Path, extra: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``tandem serve`` 1P1D (``extra`` flags override), and its URL once ready."""
+    args = [*TANDEM, "serve", "--port", "0", "--prefill", "1", "--decode", "1", *(extra or [])]
     if pin:
         args.append("--pin-cpus")
     proc = subprocess.Popen(
