@@ -245,6 +245,39 @@ def test_a_migration_whose_source_stops_ends_with_the_request_running_once():
         assert_idle(thread)
 
 
+def test_a_client_that_leaves_mid_migration_cancels_it_at_both_workers(local_server):
+    """The client's request is cancelled right after its migration starts (what the front end
+    does when the client hangs up; the socket is really closed after): the migration ends
+    cancelled, and neither the source nor the destination holds anything."""
+    url, thread = local_server
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "temperature": 0.0,
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    headers = {"X-Request-Id": "leave-a"}
+    with httpx.stream(
+        "POST", f"{url}/v1/completions", json=body, headers=headers, timeout=HANG_GUARD_S
+    ) as response:
+        lines = response.iter_lines()
+        for _ in range(60):
+            next(lines)
+
+        def migrate_and_cancel(controller: Any) -> Any:
+            migration = migrate_after(20, "leave-a")(controller)
+            if migration is not None:
+                controller.abort("leave-a")
+            return migration
+
+        when(thread, migrate_and_cancel, "the migration to start")
+    record = record_of(thread, "leave-a")
+    assert record.outcome == "cancelled" and "client" in record.detail, record
+    assert_idle(thread)
+
+
 def _placed(request_id: str) -> Callable[[Any], Any]:
     def placed(controller: Any) -> Any:
         request = controller.request(request_id)

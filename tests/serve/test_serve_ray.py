@@ -12,9 +12,11 @@ import json
 import os
 import signal
 import time
+from typing import Any
 
 import httpx
 import openai
+import pytest
 
 MODEL = "tiny-stories"  # --served-model-name
 PROMPT = "Once upon a time"
@@ -124,24 +126,20 @@ def _decode_pid_serving(url: str) -> int:
     raise AssertionError("no decode worker ever ran the request")
 
 
-def test_a_forced_live_migration_between_ray_actors_keeps_the_stream_exact(ray_server, stories):
-    """POST /admin/migrate moves a streaming request from one decode actor to the other while
-    the client reads; the text equals the runner's and the migration counts as migrated."""
-    from tandem.engine.runner import ModelRunner
-    from tandem.engine.sampling import SamplingParams
-
-    url = ray_server
+def _stream_migrating(url: str, request_id: str, params: dict, migrate: bool) -> tuple[str, Any]:
+    """A 400-token stream's text and usage; with ``migrate``, POST /admin/migrate moves it to
+    the other decode actor once 60 characters have arrived."""
     body = {
         "model": MODEL,
         "prompt": PROMPT,
         "max_tokens": 400,
-        "temperature": 0,
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **params,
     }
-    headers = {"X-Request-Id": "ray-migrate"}
-    text, usage, moved = "", None, None
+    text, usage, moved = "", None, not migrate
+    headers = {"X-Request-Id": request_id}
     with httpx.stream(
         "POST", f"{url}/v1/completions", json=body, headers=headers, timeout=120
     ) as response:
@@ -152,27 +150,43 @@ def test_a_forced_live_migration_between_ray_actors_keeps_the_stream_exact(ray_s
             usage = event.get("usage") or usage
             for choice in event["choices"]:
                 text += choice["text"]
-            if moved is None and len(text) > 60:
+            if not moved and len(text) > 60:
                 for worker in (0, 1):  # the other worker answers 200; its own one 409
                     answer = httpx.post(
                         f"{url}/admin/migrate",
-                        json={"request_id": "ray-migrate", "decode_worker": worker},
+                        json={"request_id": request_id, "decode_worker": worker},
                         timeout=10,
                     )
                     if answer.status_code == 200:
-                        moved = worker
+                        moved = True
                         break
                     assert answer.status_code == 409, answer.text
-    assert moved is not None
-    alone = ModelRunner(stories).generate(
-        [stories.encode(PROMPT)],
-        SamplingParams(temperature=0.0, max_new_tokens=400, ignore_eos=True),
-    )[0]
-    assert text == stories.decode(alone.output_token_ids)
+    assert moved
+    return text, usage
+
+
+@pytest.mark.parametrize(
+    "params", [{"temperature": 0.0}, {"temperature": 1.0, "seed": 5}], ids=["greedy", "seeded"]
+)
+def test_a_forced_live_migration_between_ray_actors_keeps_the_stream_exact(ray_server, params):
+    """POST /admin/migrate moves a streaming request from one decode actor to the other while
+    the client reads; the text equals the same request's without migration."""
+    name = "greedy" if params["temperature"] == 0 else "seeded"
+    before = _migrations(ray_server)
+    reference, _ = _stream_migrating(ray_server, f"ray-ref-{name}", params, migrate=False)
+    text, usage = _stream_migrating(ray_server, f"ray-mig-{name}", params, migrate=True)
+    assert text == reference
     assert usage is not None and usage["completion_tokens"] == 400
-    metrics = httpx.get(f"{url}/metrics", timeout=10).text
-    assert 'outcome="migrated"} 1.0' in metrics
-    assert "tandem:migration_bytes_total" in metrics
+    assert _migrations(ray_server) == before + 1
+    assert "tandem:migration_bytes_total" in httpx.get(f"{ray_server}/metrics", timeout=10).text
+
+
+def _migrations(url: str) -> float:
+    """Migrations counted as migrated in /metrics (0 before the first)."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("tandem:migrations_total{") and 'outcome="migrated"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_a_killed_decode_worker_loses_no_token_and_repeats_none(ray_server, stories):
