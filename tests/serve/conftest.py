@@ -83,7 +83,7 @@ def _session_pids(sids: set[int]) -> list[int]:
     return pids
 
 
-def kill_sessions(sids: set[int], timeout_s: float = 20.0) -> None:
+def kill_sessions(sids: set[int], timeout_s: float = 5.0) -> None:
     """SIGTERM every process of these sessions, then SIGKILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in _session_pids(sids):
