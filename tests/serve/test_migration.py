@@ -278,6 +278,79 @@ def test_a_client_that_leaves_mid_migration_cancels_it_at_both_workers(local_ser
     assert_idle(thread)
 
 
+@pytest.fixture(scope="module")
+def round_robin_server():
+    """1 prefill + 2 decode workers of 420 KV tokens, round-robin placement, reservations
+    that expire after 0.5 s."""
+    from tandem.serve.server import ServeConfig, ServerThread
+
+    torch.set_num_threads(1)
+    config = ServeConfig(
+        backend="local",
+        port=0,
+        decode_kv_tokens=420,
+        placement="round-robin",
+        migration_timeout_s=0.5,
+    )
+    with ServerThread(config) as thread:
+        yield thread.start(ready_timeout_s=300), thread
+
+
+def test_a_reservation_whose_copy_never_comes_is_freed_after_the_timeout(round_robin_server):
+    from tandem.serve.messages import MigrationTask
+
+    _, thread = round_robin_server
+    controller = thread.server.front.controller
+    dest = controller.decode[1]
+    task = MigrationTask("never-copied", 10**6, "reserve", kv_tokens=50)
+    assert thread.call(lambda: controller.send_control(dest, task, 50))
+
+    def reserved(wanted: int) -> Callable[[Any], Any]:
+        def check(controller: Any) -> Any:
+            stats = [s for s in controller.worker_stats() if s.role == "decode"]
+            return True if stats[1].kv_reserved_tokens == wanted else None
+
+        return check
+
+    when(thread, reserved(50), "the reservation")  # held...
+    when(thread, reserved(0), "the reservation to expire")  # ...and freed, with no stage
+    assert_idle(thread)
+
+
+def test_moving_a_waiting_request_is_a_re_placement(round_robin_server):
+    """A long request fills one worker; a short one goes to the other (round-robin); a
+    200-token prompt then waits behind the long one for memory. Moving it is a re-placement:
+    nothing copied, it starts at the other worker, and its text equals its text on an idle
+    server."""
+    url, thread = round_robin_server
+    long_prompt = " ".join(["the cat sat on the mat"] * 33)
+    reference = stream(url, "wait-ref", 40, prompt=long_prompt)
+    first, first_box = in_background(lambda: stream(url, "wait-a", 380))
+    when(thread, _both_past(["wait-a"], 250), "the long request past 250 tokens")
+    stream(url, "wait-b", 2)  # worker 1's turn
+    waiting, waiting_box = in_background(lambda: stream(url, "wait-c", 40, prompt=long_prompt))
+
+    controller = thread.server.front.controller
+    full = thread.call(lambda: controller.request("wait-a").decode_worker)
+
+    def waits_where_the_long_one_runs(controller: Any) -> Any:
+        request = controller.request("wait-c")
+        if request is None or request.decode_worker != full:
+            return None
+        stats = [s for s in controller.worker_stats() if s.worker_id == full and s.role == "decode"]
+        return True if any(row[0] == "wait-c" for row in stats[0].waiting) else None
+
+    when(thread, waits_where_the_long_one_runs, "the prompt to wait behind the long request")
+    assert thread.call(lambda: controller.migrate("wait-c", 1 - full)) is not None
+    record = record_of(thread, "wait-c")
+    waiting.join(HANG_GUARD_S)
+    first.join(HANG_GUARD_S)
+    assert record.outcome == "replaced" and record.num_bytes == 0, record
+    assert waiting_box["result"]["text"] == reference["text"]
+    assert first_box["result"]["usage"]["completion_tokens"] == 380
+    assert_idle(thread)
+
+
 def _placed(request_id: str) -> Callable[[Any], Any]:
     def placed(controller: Any) -> Any:
         request = controller.request(request_id)
