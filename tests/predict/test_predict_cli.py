@@ -140,3 +140,28 @@ def test_collect_refuses_a_layer_the_model_does_not_have(tmp_path: Path, option:
     )
     assert result.exit_code != 0 and "the model has 5 layers" in str(result.exception)
     assert not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize("kind", ["text", "pickle", "zip"])
+def test_eval_on_a_non_checkpoint_is_one_line_naming_the_file(tmp_path: Path, kind: str) -> None:
+    """A file torch.load cannot read gives one line naming it, without PyTorch's advice to
+    load with weights_only=False (issue 18 item 6)."""
+    import pickle
+    import zipfile
+
+    from tandem.errors import InputFormatError
+    from tandem.predict.checkpoint import load_bundle
+
+    bad = tmp_path / "notes.pt"
+    if kind == "text":
+        bad.write_text("hello, not a checkpoint\n")
+    elif kind == "pickle":
+        bad.write_bytes(pickle.dumps({"x": Path("a")}))
+    else:
+        with zipfile.ZipFile(bad, "w") as archive:
+            archive.writestr("data.txt", "x")
+    with pytest.raises(InputFormatError) as info:
+        load_bundle(bad)
+    message = str(info.value)
+    assert message.startswith(str(bad)) and "not a predictor checkpoint" in message
+    assert "\n" not in message and "weights_only" not in message

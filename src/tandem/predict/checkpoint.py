@@ -14,6 +14,7 @@ progress tables (no TRAIL classifier): a file small enough to ship, which servin
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -143,11 +144,17 @@ def load_bundle(path: str | Path, expected: ModelIdentity | None = None) -> Pred
     """Load a checkpoint; refuse it if malformed or made for another model / hidden size."""
     path = require_file(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" on a plain pickle
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise InputFormatError(
-            path, None, None, f"not a predictor checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+        # PyTorch's own message runs to several lines and, for a pickle holding objects,
+        # advises loading with weights_only=False (arbitrary code): neither is passed on.
+        if "weights only load failed" in str(exc).lower():
+            reason = "it holds Python objects other than tensors (Tandem loads tensors only)"
+        else:
+            reason = f"torch.load cannot read it ({type(exc).__name__})"
+        raise InputFormatError(path, None, None, f"not a predictor checkpoint: {reason}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputFormatError(path, None, "format", f"expected a {FORMAT} checkpoint")
     try:
