@@ -47,6 +47,8 @@ SHOWN = (
     "num_migrations_aborted",
     "migrated_bytes",
     "migration_pause_s",
+    "prefix_cache_hit_rate",
+    "prefix_cache_request_hit_rate",
 )
 
 
@@ -210,7 +212,10 @@ def simulate_command(
     prefill: int = typer.Option(4, "--prefill", help="Number of prefill instances."),
     decode: int = typer.Option(4, "--decode", help="Number of decode instances."),
     dispatch: str = typer.Option(
-        "least-queued-tokens", "--dispatch", help="Prefill dispatch policy."
+        "least-queued-tokens",
+        "--dispatch",
+        help="Prefill dispatch policy: least-queued-tokens, round-robin, cache-aware (longest "
+        "cached prefix, with --prefix-cache-tokens; ties by least queued tokens).",
     ),
     policy: str | None = typer.Option(
         None,
@@ -266,6 +271,14 @@ def simulate_command(
         8192, "--prefill-budget", help="Prefill batch token budget."
     ),
     chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
+    prefix_cache_tokens: int | None = typer.Option(
+        None,
+        "--prefix-cache-tokens",
+        help="Prefix caching in the simulated prefill instances: each keeps the KV of up to N "
+        "prompt tokens (LRU over 512-token blocks); a request whose leading blocks it holds "
+        "skips them. Needs block hashes in the workload (Mooncake traces' hash_ids; others "
+        "never hit). The hit rate is reported [default: off].",
+    ),
     slo_text: str | None = typer.Option(None, "--slo", "--goodput", help=SLO_HELP + "."),
     exact: bool = typer.Option(False, "--exact", help="Step token by token (slow; for checking)."),
     find_goodput: bool = typer.Option(
@@ -294,6 +307,7 @@ def simulate_command(
         max_batch_size=max_batch,
         prefill_token_budget=prefill_budget,
         chunk_tokens=chunk_tokens,
+        prefix_cache_tokens=prefix_cache_tokens,
         dispatch=dispatch,
         exact=exact,
         record_timeline=timeline is not None,
@@ -331,7 +345,7 @@ def simulate_command(
     if timeline is not None:
         from tandem.sim.plot import plot_timeline
 
-        plot_timeline(result, timeline)
+        plot_timeline(result, timeline, policy=describe(config, policy))
     warn_extrapolated(metrics["extrapolated"])
     if as_json:
         print_json(metrics)

@@ -21,6 +21,9 @@ class NewRequestView:
     prompt_tokens: int
     #: The length predictor's estimate of output tokens, if a prediction source is configured.
     predicted_output_tokens: float | None = None
+    #: One hash per prompt block (Mooncake traces' ``hash_ids``), when the workload has them
+    #: and the simulator caches prefixes; ``None`` otherwise.
+    prefix_hashes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

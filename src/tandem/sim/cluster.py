@@ -9,6 +9,8 @@ Life of a request (P/D disaggregated), as simulated:
 2. Prefill runs in batches up to a token budget, or, with chunked prefill on
    (``chunk_tokens``), in iterations of at most that many prompt tokens, long prompts split
    over several; it produces the first output token when a prompt's last token is computed.
+   With prefix caching on (``prefix_cache_tokens``) a prompt's leading blocks held by its
+   instance are not computed.
 3. The placement policy picks a decode instance; the request waits there for memory, which is
    reserved before its KV is copied over the instance's inbound link (transfers on one link
    queue behind each other).
@@ -48,6 +50,7 @@ from tandem.sim.events import Clock, EventQueue, Priority
 from tandem.sim.migration import MigrationManager, MigrationStats
 from tandem.sim.prediction import PredictionSource, check_prediction_spec
 from tandem.sim.prefill import PrefillInstance
+from tandem.sim.prefix_cache import DEFAULT_BLOCK_TOKENS, PrefixCache
 from tandem.sim.request import SimRequest
 from tandem.sim.result import SimResult
 from tandem.sim.variability import ServiceTimeNoise, check_cv
@@ -93,6 +96,12 @@ class ClusterConfig:
     #: at most this many prompt tokens per prefill iteration, long prompts split into chunks
     #: (see ``tandem.sim.prefill``); replaces ``prefill_token_budget``. ``None``: off.
     chunk_tokens: int | None = None
+    #: Prefix caching: each prefill instance keeps the KV blocks of prompts it prefilled, up
+    #: to this many tokens (LRU over blocks), and a request carrying block hashes (Mooncake's
+    #: ``hash_ids``) skips its cached prefix (``tandem.sim.prefix_cache``). ``None``: off.
+    prefix_cache_tokens: int | None = None
+    #: Prompt tokens per block hash (512 in Mooncake traces).
+    prefix_block_tokens: int = DEFAULT_BLOCK_TOKENS
 
     @property
     def request_overhead_s(self) -> float:
@@ -112,6 +121,10 @@ class ClusterConfig:
             raise ConfigError(f"prefill token budget must be >= 1, got {self.prefill_token_budget}")
         if self.chunk_tokens is not None and self.chunk_tokens < 1:
             raise ConfigError(f"chunk tokens must be >= 1, got {self.chunk_tokens}")
+        if self.prefix_cache_tokens is not None and self.prefix_cache_tokens < 0:
+            raise ConfigError(f"prefix cache tokens must be >= 0, got {self.prefix_cache_tokens}")
+        if self.prefix_block_tokens < 1:
+            raise ConfigError(f"prefix block tokens must be >= 1, got {self.prefix_block_tokens}")
         if self.prediction_refresh_tokens < 1:
             raise ConfigError("prediction refresh must be >= 1 token")
         check_prediction_spec(self.prediction)
@@ -150,7 +163,14 @@ class Simulator:
         noise = ServiceTimeNoise(config.prefill_cv, config.seed) if config.prefill_cv > 0 else None
         self.prefill = [
             PrefillInstance(
-                i, config.prefill_cost, config.prefill_token_budget, noise, config.chunk_tokens
+                i,
+                config.prefill_cost,
+                config.prefill_token_budget,
+                noise,
+                config.chunk_tokens,
+                None
+                if config.prefix_cache_tokens is None
+                else PrefixCache(config.prefix_cache_tokens, config.prefix_block_tokens),
             )
             for i in range(config.num_prefill)
         ]
@@ -202,7 +222,12 @@ class Simulator:
             > self.config.decode_cost.kv_capacity_tokens
         ):
             return False
-        view = NewRequestView(request.request_id, request.arrival_s, request.prompt_tokens)
+        view = NewRequestView(
+            request.request_id,
+            request.arrival_s,
+            request.prompt_tokens,
+            prefix_hashes=request.prefix_hashes,
+        )
         instance = self.prefill[self.dispatch.choose(view, self.prefill)]
         instance.enqueue(request)
         if not instance.busy:
@@ -242,7 +267,14 @@ class Simulator:
     ) -> SimResult:
         """Simulate ``workload`` to completion; ``progress(done, total)`` is called now and then."""
         requests = [
-            SimRequest(i, r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens)
+            SimRequest(
+                i,
+                r.request_id,
+                r.arrival_s,
+                r.prompt_tokens,
+                r.output_tokens,
+                r.prefix_hashes if self.config.prefix_cache_tokens is not None else None,
+            )
             for i, r in enumerate(workload.requests)
         ]
         median_output = float(np.median(workload.output_tokens)) if requests else 1.0

@@ -11,6 +11,13 @@ Two modes:
   head. An iteration is priced by ``CostModel.prefill_chunks_time_s`` from each chunk's new
   tokens and the context its prompt already computed. Only the head request can be part-done.
 
+Prefix caching (``prefix_cache`` set; ``tandem.sim.prefix_cache``): a request whose leading
+blocks the instance holds skips computing them. Whole prompts: batches are still formed by full
+prompt lengths against the budget; the batch is priced by ``prefill_chunks_time_s`` with each
+request's cached tokens as context already computed. Chunked: a request's cached tokens count
+as done when its first chunk is taken (they leave ``queued_tokens`` then). Blocks enter the
+cache when the request's prefill completes.
+
 Prefill produces a request's first output token, at the end of the iteration that computes its
 last token (every request finishing in an iteration gets it then). An iteration takes the cost
 model's time, times a random factor when service-time variability is on
@@ -22,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 
 from tandem.perf.base import CostModel
+from tandem.sim.prefix_cache import PrefixCache
 from tandem.sim.request import SimRequest
 from tandem.sim.variability import ServiceTimeNoise
 
@@ -44,6 +52,7 @@ class PrefillInstance:
         "head_done_tokens",
         "running_tokens",
         "num_iterations",
+        "prefix_cache",
     )
 
     def __init__(
@@ -53,10 +62,11 @@ class PrefillInstance:
         token_budget: int,
         noise: ServiceTimeNoise | None = None,
         chunk_tokens: int | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         """``noise``, when given, scales every batch's time (shared by a run's instances);
         ``chunk_tokens``, when given, turns chunked prefill on with that per-iteration budget
-        (``token_budget`` is then unused)."""
+        (``token_budget`` is then unused); ``prefix_cache``, when given, is this instance's."""
         self.instance_id = instance_id
         self.cost = cost
         self.token_budget = token_budget
@@ -74,6 +84,14 @@ class PrefillInstance:
         #: Chunked mode: prompt tokens the running iteration computes.
         self.running_tokens = 0
         self.num_iterations = 0
+        self.prefix_cache = prefix_cache
+
+    def cached_prefix_blocks(self, prefix_hashes: tuple[int, ...] | None) -> int:
+        """Leading blocks of a prompt with these block hashes that this instance holds now (0
+        without a prefix cache); read by the ``cache-aware`` dispatch policy."""
+        if self.prefix_cache is None:
+            return 0
+        return self.prefix_cache.prefix_blocks(prefix_hashes)
 
     def enqueue(self, request: SimRequest) -> None:
         self.queue.append(request)
@@ -94,7 +112,18 @@ class PrefillInstance:
         self.busy = True
         if total > self.max_batch_tokens:
             self.max_batch_tokens = total
-        duration = self.cost.prefill_time_s([r.prompt_tokens for r in batch])
+        cache = self.prefix_cache
+        if cache is None:
+            duration = self.cost.prefill_time_s([r.prompt_tokens for r in batch])
+        else:
+            chunks = []
+            for r in batch:
+                cached = cache.lookup(r.prefix_hashes, r.prompt_tokens)
+                r.cached_tokens = cached
+                chunks.append((cached, r.prompt_tokens - cached))
+            for r in batch:
+                cache.insert(r.prefix_hashes)
+            duration = self.cost.prefill_chunks_time_s(chunks)
         if self.noise is not None:
             duration *= self.noise.multiplier()
         self.busy_s += duration
@@ -106,7 +135,14 @@ class PrefillInstance:
         chunks: list[tuple[int, int]] = []
         completed: list[SimRequest] = []
         tokens = 0
+        cache = self.prefix_cache
         while queue and tokens < budget:
+            if done == 0 and cache is not None:
+                # A fresh request (a part-done head has done > 0): its cached prefix is done.
+                head = queue[0]
+                done = cache.lookup(head.prefix_hashes, head.prompt_tokens)
+                head.cached_tokens = done
+                self.queued_tokens -= done
             remaining = queue[0].prompt_tokens - done
             take = remaining if remaining <= budget - tokens else budget - tokens
             chunks.append((done, take))
@@ -118,6 +154,9 @@ class PrefillInstance:
                 done += take
         # The part-done head's progress counts from the start: nothing else can take it.
         self.head_done_tokens = done
+        if cache is not None:
+            for r in completed:
+                cache.insert(r.prefix_hashes)
         self.running_tokens = tokens
         self.busy = True
         self.num_iterations += 1

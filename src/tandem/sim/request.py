@@ -27,10 +27,18 @@ class SimRequest:
         "num_migrations",
         "last_token_s",
         "waiting_since_s",
+        "prefix_hashes",
+        "cached_tokens",
     )
 
     def __init__(
-        self, index: int, request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int
+        self,
+        index: int,
+        request_id: int,
+        arrival_s: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        prefix_hashes: tuple[int, ...] | None = None,
     ) -> None:
         self.index = index
         self.request_id = request_id
@@ -60,6 +68,10 @@ class SimRequest:
         #: When it last started waiting for memory on a decode instance (placed or preempted):
         #: predictive admission holds it back for at most a bounded time after that.
         self.waiting_since_s = 0.0
+        #: One hash per prompt block (``tandem.sim.prefix_cache``), when the workload has them.
+        self.prefix_hashes = prefix_hashes
+        #: Prompt tokens its prefill skipped, found in its prefill instance's prefix cache.
+        self.cached_tokens = 0
 
     @property
     def kv_tokens(self) -> int:

@@ -56,6 +56,9 @@ class SimResult:
     decode_usage: Usage = Usage()
     #: Every inter-token gap, when the config asked for them (``record_itl``).
     itl: ItlSample | None = None
+    #: Prompt tokens each request found in its prefill instance's prefix cache, when the
+    #: config caches prefixes (``prefix_cache_tokens``); ``None`` otherwise.
+    cached_tokens: np.ndarray | None = None
 
     @classmethod
     def from_run(
@@ -103,6 +106,11 @@ class SimResult:
             itl=(
                 ItlSample.from_recorders([d.itl for d in decode if d.itl is not None])
                 if config.record_itl
+                else None
+            ),
+            cached_tokens=(
+                np.fromiter((r.cached_tokens for r in requests), np.int64, n)
+                if config.prefix_cache_tokens is not None
                 else None
             ),
         )
@@ -167,7 +175,24 @@ class SimResult:
         out["num_replaced"] = self.migration.num_replaced
         out["migrated_bytes"] = self.migration.migrated_bytes
         out["migration_pause_s"] = self.migration.pause_s
+        if self.cached_tokens is not None:
+            out.update(self.prefix_cache_stats())
         return out
+
+    def prefix_cache_stats(self) -> dict[str, Any]:
+        """With prefix caching on: prompt tokens found cached (``prefix_cached_tokens``), their
+        share of the prompt tokens of the requests not rejected (``prefix_cache_hit_rate``) and
+        the share of those requests that hit at all (``prefix_cache_request_hit_rate``)."""
+        if self.cached_tokens is None:
+            return {}
+        served = ~self.rejected
+        cached = self.cached_tokens[served]
+        prompt = int(self.prompt_tokens[served].sum())
+        return {
+            "prefix_cached_tokens": int(cached.sum()),
+            "prefix_cache_hit_rate": float(cached.sum() / prompt) if prompt else 0.0,
+            "prefix_cache_request_hit_rate": float((cached > 0).mean()) if cached.size else 0.0,
+        }
 
 
 def _prefill_usage(
