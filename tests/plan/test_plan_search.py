@@ -140,3 +140,29 @@ def test_demo_plan_prints_both_plans(capsys: pytest.CaptureFixture[str]) -> None
     print_demo_plan()
     out = capsys.readouterr().out
     assert "servegen-r1" in out and "TP_prefill" in out and "Improved plan" in out
+
+
+def test_attainment_plot_has_the_90_line_and_the_plan_on_top(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan's curve was drawn first, under a neighbour's with the same points; no 90%
+    line (issue 18 item 6)."""
+    from matplotlib.figure import Figure
+
+    from tandem.plan.search import plot_attainment
+
+    saved: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    req = PlanRequest(shape_from_means(1024, 128), 10.0, 1.0, 0.05, COST, 0.0)
+    same = [(0.5, 1.0, 1.0), (1.0, 0.95, 0.9), (1.5, 0.4, 0.3)]
+    curves = {(2, 3): list(same), (1, 3): list(same), (2, 4): list(same)}
+    plot_attainment(req, curves, (2, 3), tmp_path / "a.png")
+    (ax,) = saved[0].axes
+    assert any(list(line.get_ydata()) == [0.9, 0.9] for line in ax.get_lines())
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and line.get_marker()]
+    plan = [line for line in solid if "(plan)" in line.get_label()]
+    assert len(plan) == 1 and len(solid) == 3
+    assert plan[0].get_zorder() > max(line.get_zorder() for line in solid if line is not plan[0])
+    assert ax.get_lines().index(plan[0]) > max(
+        ax.get_lines().index(x) for x in solid if x is not plan[0]
+    )

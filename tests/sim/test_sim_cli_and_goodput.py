@@ -168,3 +168,39 @@ def test_a_huge_cluster_says_what_it_is_doing_before_the_long_build() -> None:
     assert result.exit_code == 0, result.output
     assert "simulating 20 requests on 6,000 prefill and 6,000 decode instances" in result.stderr
     assert json.loads(result.stdout)["num_completed"] == 20
+
+
+def _saved_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib figure saved from now on (then written as usual)."""
+    from matplotlib.figure import Figure
+
+    saved: list = []
+    original = Figure.savefig
+
+    def record(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--policy", "ares"], "policy ares"),
+        (["--rescheduler", "ares", "--prediction", "oracle"], "rescheduler ares"),
+    ],
+)
+def test_timeline_title_names_the_policy_that_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], named: str
+) -> None:
+    """The title named the placement alone: 'round-robin placement' when the ares
+    rescheduler ran (issue 18 item 6)."""
+    saved = _saved_figures(monkeypatch)
+    out = tmp_path / "timeline.png"
+    result = runner.invoke(app, [*BASE, *options, "--timeline", str(out)])
+    assert result.exit_code == 0, result.output
+    (figure,) = saved
+    title = figure.axes[0].get_title()
+    assert named in title, title

@@ -223,4 +223,4 @@ def _plot_pair(timelines: dict[str, SimResult], out: Path) -> None:
     from tandem.sim.plot import plot_timeline
 
     for policy, result in timelines.items():
-        plot_timeline(result, out.with_name(out.stem + f"_{policy}.png"))
+        plot_timeline(result, out.with_name(out.stem + f"_{policy}.png"), policy=f"policy {policy}")

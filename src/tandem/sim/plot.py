@@ -8,8 +8,28 @@ from tandem.errors import ConfigError
 from tandem.sim.result import SimResult
 
 
-def plot_timeline(result: SimResult, out: Path, max_instances: int = 16) -> None:
-    """Two panels (batch size, KV use as a share of capacity), one line per decode instance."""
+def policy_words(result: SimResult) -> str:
+    """The decode policy that ran, from its four components: the preset's name when they are
+    one (``policy ares``), else every component (``round-robin placement, rescheduler ares,
+    ...``). The title used to name the placement alone: round-robin when the ares rescheduler
+    ran."""
+    from tandem.sim.presets import POLICY_PRESETS, with_policy
+
+    config = result.config
+    for name in POLICY_PRESETS:
+        if config == with_policy(config, name):
+            return f"policy {name}"
+    return (
+        f"{config.placement} placement, rescheduler {config.rescheduler}, "
+        f"prediction {config.prediction}, {config.admission} admission"
+    )
+
+
+def plot_timeline(
+    result: SimResult, out: Path, max_instances: int = 16, policy: str | None = None
+) -> None:
+    """Two panels (batch size, KV use as a share of capacity), one line per decode instance.
+    ``policy``: the decode policy's name for the title (default: ``policy_words``)."""
     if result.decode_timelines is None:
         raise ConfigError("the run did not record timelines (record_timeline=False)")
     import matplotlib
@@ -31,7 +51,7 @@ def plot_timeline(result: SimResult, out: Path, max_instances: int = 16) -> None
     ax_kv.set_ylim(0, 1.05)
     shown = min(max_instances, len(result.decode_timelines))
     ax_batch.set_title(
-        f"{result.workload}: {result.config.placement} placement, "
+        f"{result.workload}: {policy or policy_words(result)}, "
         f"{shown} of {len(result.decode_timelines)} decode instances"
     )
     if shown <= 16:
