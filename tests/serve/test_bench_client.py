@@ -206,7 +206,7 @@ def test_broken_streams_stalls_and_errors_are_counted_failed_never_a_hang(mode, 
 
 def test_a_sweep_reports_attainment_and_latency_at_each_load(local_server, tmp_path):
     url, _ = local_server
-    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    out, plot = tmp_path / "sweep.json", tmp_path / "plots" / "sweep.png"
     result = CliRunner().invoke(
         app,
         [
@@ -235,7 +235,8 @@ def test_a_sweep_reports_attainment_and_latency_at_each_load(local_server, tmp_p
     rows = json.loads(out.read_text())
     assert [r["level"] for r in rows] == [4.0, 40.0]
     assert all(r["completed"] == 8 and r["slo_attainment"] == 1.0 for r in rows)
-    assert plot.stat().st_size > 0
+    assert plot.stat().st_size > 0  # its missing directory created (the one --plot rule)
+    assert f"plot written to {plot}" in result.output
 
 
 def test_a_sweep_without_an_slo_says_what_is_missing(local_server):
@@ -248,3 +249,20 @@ def test_a_sweep_without_an_slo_says_what_is_missing(local_server):
         check=False,
     )
     assert proc.returncode == 2 and "needs an SLO" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["sweep.jpg", "."])
+def test_a_sweep_refuses_a_bad_plot_path_before_any_request(tmp_path, name):
+    """The one --plot rule (as plan, simulate, trace, profile): a suffix matplotlib would not
+    write as given, or a directory, is refused before the server is asked anything (the
+    sweep wrote 'wrote PATH' after the whole run and matplotlib chose the format; issue 18)."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "sweep", "--base-url", url, "--rates", "1", "--slo", "ttft=2s,tpot=50ms"]
+        + ["--plot", str(tmp_path / name)],
+    )
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "--plot" in str(result.exception)

@@ -24,7 +24,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tandem.commands._output import print_table
+from tandem.commands._output import plot_path, print_table
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, RequestRecord, compute_metrics, parse_slo
 
@@ -427,9 +427,14 @@ def bench_sweep(
     timeout: float = typer.Option(300.0, help="Seconds each request may take."),
     api_key: str = typer.Option(None, help="Bearer token for the server."),
     json_out: Path = typer.Option(None, "--json", help="Write every level's metrics (JSON)."),
-    plot: Path = typer.Option(None, help="Attainment and latency against load (PNG)."),
+    plot: Path = typer.Option(
+        None,
+        help="Attainment (with the 90% line) and latency percentiles (with the SLO) against "
+        "load: .png, .svg or .pdf; missing directories are created.",
+    ),
 ) -> None:
     """SLO attainment, goodput and latency percentiles against load, one run per level."""
+    plot = plot_path(plot, "--plot")  # the one plot rule, checked before any request
     if goodput and slo:
         raise ConfigError("give --goodput or --slo, not both")
     target = parse_goodput(goodput) if goodput else parse_slo(slo) if slo else None
@@ -499,7 +504,7 @@ def bench_sweep(
         json_out.write_text(json.dumps(rows, indent=2) + "\n")
     if plot is not None:
         _plot_sweep(plot, name, unit, rows, target)
-        typer.echo(f"wrote {plot}")
+        typer.echo(f"plot written to {plot}")
 
 
 def _positive(text: str, flag: str) -> list[float]:
