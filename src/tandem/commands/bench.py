@@ -427,7 +427,7 @@ def bench_sweep(
     timeout: float = typer.Option(300.0, help="Seconds each request may take."),
     api_key: str = typer.Option(None, help="Bearer token for the server."),
     json_out: Path = typer.Option(None, "--json", help="Write every level's metrics (JSON)."),
-    plot: Path = typer.Option(
+    plot: Path | None = typer.Option(
         None,
         help="Attainment (with the 90% line) and latency percentiles (with the SLO) against "
         "load: .png, .svg or .pdf; missing directories are created.",
