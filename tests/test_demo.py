@@ -15,6 +15,10 @@ def test_demo_shows_stats_a_plan_the_rescheduling_comparison_and_real_serving() 
     assert result.exit_code == 0, result.output
     assert "Capacity plan: servegen-r1" in result.output
     assert "rescheduling policies" in result.output  # the title wraps at 80 columns
+    # Why the comparison leaves the planned cluster, load and SLO (issue 18 item 6).
+    flat = " ".join(result.output.split())
+    assert "Why another cluster and SLO" in flat and "(3P12D for 17 req/s, SLO" in flat
+    assert "16P16D at 1.9x the trace's rate" in flat and "SLO ttft=10s,tpot=100ms" in flat
     for policy in ("round-robin", "least-kv", "llumnix", "ares"):
         assert f"┃ {policy} " in result.output or f" {policy} ┃" in result.output
     for metric in ("P99 TPOT ms", "preempted", "migrations"):

@@ -455,8 +455,9 @@ DEMO_SLO = "ttft=5s,tpot=100ms"
 DEMO_TTFT_PERCENTILE = 90.0
 
 
-def print_demo_plan() -> None:
-    """Print the paper's steps and the improved plan for the demo workload (no simulation)."""
+def print_demo_plan() -> str:
+    """Print the paper's steps and the improved plan for the demo workload (no simulation);
+    return the plan in a few words (``3P12D for 17 req/s, SLO ...``) for the demo's story."""
     req, _ = _request(
         DEMO_WORKLOAD, None, None, None, None, DEMO_SLO, DEMO_TTFT_PERCENTILE, DEMO_PROFILE,
         None, None, None, None, "mg1", "shared",
@@ -469,3 +470,7 @@ def print_demo_plan() -> None:
         f"{DEMO_PROFILE}, SLO {DEMO_SLO} (p{DEMO_TTFT_PERCENTILE:g} TTFT)"
     )
     _print_steps(plan, req)
+    return (
+        f"{plan.num_prefill}P{plan.num_decode}D for {req.rate_rps:.3g} req/s, SLO {DEMO_SLO} "
+        f"at p{DEMO_TTFT_PERCENTILE:g} TTFT"
+    )
