@@ -266,3 +266,23 @@ def test_a_sweep_refuses_a_bad_plot_path_before_any_request(tmp_path, name):
     )
     assert isinstance(result.exception, ConfigError), result.output
     assert "--plot" in str(result.exception)
+
+
+def test_the_sweep_plot_draws_the_90_line_and_each_given_slo(tmp_path, monkeypatch):
+    """Attainment with its 90% line; TTFT and TPOT percentiles with the SLO where one is given
+    (issue 18 item 6's plot lines; no server needed)."""
+    from matplotlib.figure import Figure
+
+    from tandem.commands.bench import _plot_sweep
+    from tandem.metrics.serving import parse_slo
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    fields = [f"{s}_{k}_ms" for k in ("ttft", "tpot") for s in ("median", "p90", "p99")]
+    rows = [dict({f: 10.0 * level for f in fields}, level=level, slo_attainment=1 / level)
+            for level in (1.0, 2.0)]  # fmt: skip
+    _plot_sweep(tmp_path / "s.png", "m", "req/s", rows, parse_slo("ttft=2s,tpot=50ms"))
+    attain, ttft, tpot = saved[0].axes
+    assert any(list(line.get_ydata()) == [0.9, 0.9] for line in attain.get_lines())
+    for ax, limit in ((ttft, 2000.0), (tpot, 50.0)):
+        assert any(list(line.get_ydata()) == [limit, limit] for line in ax.get_lines())
