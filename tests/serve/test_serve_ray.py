@@ -110,6 +110,13 @@ def test_kv_hand_offs_are_counted_in_metrics(ray_server):
     assert received and sum(received) > 0
 
 
+def decode_health(url: str) -> list[dict]:
+    """The workers /health lists (it must be healthy)."""
+    health = httpx.get(f"{url}/health", timeout=10)
+    assert health.status_code == 200, health.text
+    return health.json()["workers"]
+
+
 def _decode_pid_serving(url: str) -> int:
     """The pid of the decode worker with a running request (from /metrics and /health)."""
     deadline = time.monotonic() + 30
@@ -243,3 +250,20 @@ def test_a_killed_decode_worker_loses_no_token_and_repeats_none(ray_server, stor
             json={"model": MODEL, "prompt": PROMPT, "max_tokens": 8},
         ).json()
         assert after["usage"]["completion_tokens"] == 8
+
+    # The only prefill worker dies: requests sent meanwhile wait for its restart, then run.
+    expected = stories.decode(alone.output_token_ids[:16])
+    prefill_pid = next(w["pid"] for w in decode_health(url) if w["role"] == "prefill")
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 16, "temperature": 0}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        os.kill(prefill_pid, signal.SIGKILL)
+        racing = pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=120)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/health", timeout=10).status_code == 200:
+            assert time.monotonic() < deadline, "the Controller never noticed the dead prefill"
+            time.sleep(0.05)
+        parked = pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=120)
+        for future in (racing, parked):
+            answer = future.result(150)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["text"] == expected

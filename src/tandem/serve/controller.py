@@ -167,6 +167,10 @@ class Controller:
         self._dead: dict[tuple[str, int], str] = {}
         #: (role, worker id) -> times the worker came back after its process died.
         self.num_restarts: dict[tuple[str, int], int] = {}
+        #: Workers whose process died and is being restarted, and prefill tasks waiting for
+        #: one of them (when no prefill worker was live to take them).
+        self._restarting: set[tuple[str, int]] = set()
+        self._parked: list[PrefillTask] = []
         self.load_timeout_s = 600.0
         self._sent: dict[tuple[str, int], _Sent] = {}
         self._requests: dict[str, _Request] = {}
@@ -305,6 +309,9 @@ class Controller:
     def _choose_prefill(self, view: NewRequestView) -> WorkerHandle:
         live = self._live(self.prefill)
         if not live:
+            restarting = [h for h in self.prefill if (h.role, h.worker_id) in self._restarting]
+            if restarting:
+                return restarting[0]  # its tasks wait for it (``_send`` parks them)
             raise ConfigError("every prefill worker is gone")
         return live[self.dispatch.choose(view, self.prefill_views())]
 
@@ -347,6 +354,9 @@ class Controller:
     def _send(self, worker: WorkerHandle, task: PrefillTask | DecodeTask, tokens: int) -> None:
         key = (worker.role, worker.worker_id)
         if key in self._dead:
+            if key in self._restarting and isinstance(task, PrefillTask):
+                self._parked.append(task)  # sent when the worker is back
+                return
             self._fail_requests([task.request_id], self._dead[key])
             return
         self.send_control(worker, task, tokens)
@@ -412,6 +422,8 @@ class Controller:
                 raise
             except Exception as exc:
                 log.error("%s worker %d is gone: %s", handle.role, handle.worker_id, exc)
+                if handle.restarts:
+                    self._restarting.add(key)
                 self._fail_worker(handle, f"{handle.role} worker {handle.worker_id} failed: {exc}")
                 if handle.restarts and await self._readmit(handle):
                     continue
@@ -534,8 +546,24 @@ class Controller:
 
     async def _readmit(self, handle: WorkerHandle) -> bool:
         """Load a restarted worker again and take it back into dispatch and placement; False
-        if it does not come back (no restarts left, or it loads another model)."""
+        if it does not come back (no restarts left, or it loads another model). Prefill tasks
+        parked for it meanwhile (no other prefill worker was live) go to it then, or fail."""
         key = (handle.role, handle.worker_id)
+        back = False
+        try:
+            back = await self._reload(handle, key)
+        finally:
+            self._restarting.discard(key)
+            parked = [t for t in self._parked if self._owned_by(t.request_id, handle)]
+            self._parked = [t for t in self._parked if t not in parked]
+            for task in parked:
+                if back:
+                    self._send(handle, task, len(task.prompt_token_ids))
+                else:
+                    self._fail_requests([task.request_id], self._dead.get(key, "worker gone"))
+        return back
+
+    async def _reload(self, handle: WorkerHandle, key: tuple[str, int]) -> bool:
         deadline = time.monotonic() + self.load_timeout_s
         attempt = 0
         while True:  # Ray answers "restarting" until the new process is up

@@ -33,7 +33,9 @@ from dataclasses import replace
 from typing import Any
 
 from tandem.serve.messages import (
+    DecodeTask,
     MigrationEvent,
+    PrefillTask,
     StepEvent,
     WorkerConfig,
     WorkerInfo,
@@ -201,6 +203,10 @@ class Worker(ABC):
                 del self._forgotten[task.request_id]
                 continue
             _remember(self._taken, task.request_id)
+            if isinstance(task, PrefillTask | DecodeTask) and self._abort(task.request_id):
+                # A worker holds one copy of a request: a stale task delivered after this
+                # worker restarted, before the request resumed here, gives way to the new one.
+                log.warning("%s: request %s replaced by a newer task", self.name, task.request_id)
             try:
                 events.extend(self._accept(task) or ())
             except Exception as exc:  # a task this worker cannot take fails alone
