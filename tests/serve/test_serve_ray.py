@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -133,13 +134,20 @@ def _decode_pid_serving(url: str) -> int:
     raise AssertionError("no decode worker ever ran the request")
 
 
-def _stream_migrating(url: str, request_id: str, params: dict, migrate: bool) -> tuple[str, Any]:
-    """A 400-token stream's text and usage; with ``migrate``, POST /admin/migrate moves it to
-    the other decode actor once 60 characters have arrived."""
+def _stream_migrating(
+    url: str,
+    request_id: str,
+    params: dict,
+    migrate: bool,
+    max_tokens: int = 400,
+    on_moved: Callable[[int], None] | None = None,
+) -> tuple[str, Any]:
+    """A stream's text and usage; with ``migrate``, POST /admin/migrate moves it to the other
+    decode actor once 60 characters have arrived (then ``on_moved(destination)``)."""
     body = {
         "model": MODEL,
         "prompt": PROMPT,
-        "max_tokens": 400,
+        "max_tokens": max_tokens,
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -166,6 +174,8 @@ def _stream_migrating(url: str, request_id: str, params: dict, migrate: bool) ->
                     )
                     if answer.status_code == 200:
                         moved = True
+                        if on_moved is not None:
+                            on_moved(worker)
                         break
                     assert answer.status_code == 409, answer.text
     assert moved
@@ -198,36 +208,17 @@ def test_a_migration_whose_destination_actor_is_killed_leaves_the_request_runnin
     from tandem.engine.sampling import SamplingParams
 
     url = ray_server
-    body = {
-        "model": MODEL,
-        "prompt": PROMPT,
-        "max_tokens": 300,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    headers = {"X-Request-Id": "ray-kill-dest"}
-    text, killed = "", None
-    with httpx.stream(
-        "POST", f"{url}/v1/completions", json=body, headers=headers, timeout=120
-    ) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            text += json.loads(line[6:])["choices"][0]["text"]
-            if killed is None and len(text) > 60:
-                pids = {w["id"]: w["pid"] for w in decode_health(url) if w["role"] == "decode"}
-                for worker in (0, 1):
-                    answer = httpx.post(
-                        f"{url}/admin/migrate",
-                        json={"request_id": "ray-kill-dest", "decode_worker": worker},
-                        timeout=10,
-                    )
-                    if answer.status_code == 200:
-                        killed = pids[worker]
-                        os.kill(killed, signal.SIGKILL)
-                        break
-    assert killed is not None
+    pids = {w["id"]: w["pid"] for w in decode_health(url) if w["role"] == "decode"}
+    killed: list[int] = []
+
+    def kill_destination(worker: int) -> None:
+        killed.append(pids[worker])
+        os.kill(pids[worker], signal.SIGKILL)
+
+    text, _ = _stream_migrating(
+        url, "ray-kill-dest", {"temperature": 0}, True, 300, on_moved=kill_destination
+    )
+    assert killed
     alone = ModelRunner(stories).generate(
         [stories.encode(PROMPT)],
         SamplingParams(temperature=0.0, max_new_tokens=300, ignore_eos=True),
