@@ -35,7 +35,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from soak import free_port, stop_server, wait_healthy
 
 PROMPTS = [
     "Once upon a time",
@@ -100,12 +100,6 @@ def references(max_tokens: int) -> tuple[list[str], Any]:
     return [model.decode(d.output_token_ids) for d in done], model
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def env() -> dict[str, str]:
     return {
         **os.environ,
@@ -113,51 +107,6 @@ def env() -> dict[str, str]:
         "MKL_NUM_THREADS": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-
-
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            pids.append(int(entry.name))
-    return pids
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT (graceful: the server stops its workers and the Ray it started), then SIGTERM
-    and SIGKILL to whatever of its session is left."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=90)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in session_pids(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 20
-        while session_pids(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> dict:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            reply = httpx.get(f"{url}/health", timeout=5)
-            if reply.status_code == 200:
-                return dict(reply.json())
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not healthy within {limit_s:g} s: {log.read_text()[-2000:]}")
 
 
 async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any], stream: Stream) -> None:

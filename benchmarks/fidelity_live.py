@@ -108,6 +108,72 @@ def run(args: list[str]) -> str:
     return done.stdout
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGINT (graceful), then a kill if it lingers past a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def measure_profile(url: str, info: dict[str, float], concurrency: str, path: Path) -> dict:
+    """``tandem profile measure`` at the trace's mean lengths; the profile written to ``path``."""
+    run(
+        [
+            "profile",
+            "measure",
+            "--base-url",
+            url,
+            "--input-len",
+            str(round(info["mean_prompt"])),
+            "--output-len",
+            str(round(info["mean_output"])),
+            "--concurrency",
+            concurrency,
+            "--out",
+            str(path),
+        ]
+    )
+    return dict(yaml.safe_load(path.read_text()))
+
+
+def bench_and_simulate(
+    url: str,
+    trace: Path,
+    scale: float,
+    num_requests: int,
+    tag_path: Path,
+    bench_flags: list[str],
+    simulate_flags: list[str],
+) -> tuple[dict, dict]:
+    """``tandem bench serve`` of the trace (the requests as sent saved beside ``tag_path``),
+    then ``tandem simulate`` of those requests; both JSON results."""
+    saved = tag_path.with_name(tag_path.name + ".requests.jsonl")
+    measured = tag_path.with_name(tag_path.name + ".bench.json")
+    run(
+        [
+            "bench",
+            "serve",
+            "--base-url",
+            url,
+            "-w",
+            str(trace),
+            "--rate-scale",
+            f"{scale:.6f}",
+            "--num-prompts",
+            str(num_requests),
+            *bench_flags,
+            "--save-requests",
+            str(saved),
+            "--json",
+            str(measured),
+        ]
+    )
+    sim = json.loads(run(["simulate", "-w", str(saved), *simulate_flags, "--json"]))
+    return json.loads(measured.read_text()), sim
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-requests", type=int, default=200)
@@ -133,67 +199,25 @@ def main() -> None:
             flush=True,
         )
         profile_path = out / "measured.yaml"
-        run(
-            [
-                "profile",
-                "measure",
-                "--base-url",
-                url,
-                "--input-len",
-                str(round(info["mean_prompt"])),
-                "--output-len",
-                str(round(info["mean_output"])),
-                "--concurrency",
-                "1,2,4,8,16,32",
-                "--out",
-                str(profile_path),
-            ]
-        )
-        profile = yaml.safe_load(profile_path.read_text())
+        profile = measure_profile(url, info, "1,2,4,8,16,32", profile_path)
         cap = capacity_rps(profile, info["mean_prompt"], info["mean_output"])
         print(f"measured profile: {profile_path}; predicted capacity {cap:.1f} req/s", flush=True)
+        simulate_flags = [
+            *("--profile", str(profile_path)),
+            *("--prefill", "1", "--decode", "1", "--max-batch", "64"),
+        ]
         for load in loads:
             scale = load * cap / info["rate_rps"]
             for rep in range(args.repeats):
-                tag = f"load{load:g}-rep{rep}"
-                saved, measured = out / f"{tag}.requests.jsonl", out / f"{tag}.bench.json"
-                run(
-                    [
-                        "bench",
-                        "serve",
-                        "--base-url",
-                        url,
-                        "-w",
-                        str(trace),
-                        "--rate-scale",
-                        f"{scale:.6f}",
-                        "--num-prompts",
-                        str(args.num_requests),
-                        "--save-requests",
-                        str(saved),
-                        "--json",
-                        str(measured),
-                    ]
+                meas, sim = bench_and_simulate(
+                    url,
+                    trace,
+                    scale,
+                    args.num_requests,
+                    out / f"load{load:g}-rep{rep}",
+                    [],
+                    simulate_flags,
                 )
-                sim = json.loads(
-                    run(
-                        [
-                            "simulate",
-                            "-w",
-                            str(saved),
-                            "--profile",
-                            str(profile_path),
-                            "--prefill",
-                            "1",
-                            "--decode",
-                            "1",
-                            "--max-batch",
-                            "64",
-                            "--json",
-                        ]
-                    )
-                )
-                meas = json.loads(measured.read_text())
                 row = {"load": load, "rep": rep, "completed": meas["completed"]}
                 for metric, pct in KEYS:
                     key = f"{pct}_{metric}_ms"
@@ -210,11 +234,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     (out / "fidelity.json").write_text(json.dumps(rows, indent=2))
     for load in loads:
         sel = [r for r in rows if r["load"] == load]

@@ -31,15 +31,19 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import yaml
-from fidelity_live import run, scaled_trace, start_server
+from fidelity_live import (
+    bench_and_simulate,
+    measure_profile,
+    scaled_trace,
+    start_server,
+    stop_server,
+)
 
 from tandem.bench.measure import capacity_rps
 
@@ -91,14 +95,6 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def spread(values: list[float]) -> str:
     med = statistics.median(values)
     return f"{med:.1f} [{min(values):.1f}-{max(values):.1f}]"
@@ -143,25 +139,10 @@ def main() -> None:
     profile_path = out / "measured.yaml"
     proc, url = start_server(False, out / "profile-server.log", common)
     try:
-        run(
-            [
-                "profile",
-                "measure",
-                "--base-url",
-                url,
-                "--input-len",
-                str(round(info["mean_prompt"])),
-                "--output-len",
-                str(round(info["mean_output"])),
-                "--concurrency",
-                f"1,2,4,{args.max_batch},{2 * args.max_batch}",
-                "--out",
-                str(profile_path),
-            ]
-        )
+        concurrency = f"1,2,4,{args.max_batch},{2 * args.max_batch}"
+        profile = measure_profile(url, info, concurrency, profile_path)
     finally:
-        stop(proc)
-    profile = yaml.safe_load(profile_path.read_text())
+        stop_server(proc)
     profile["kv"]["capacity_tokens"] = kv_tokens
     profile_path.write_text(yaml.safe_dump(profile, sort_keys=False))
     cap = capacity_rps(profile, info["mean_prompt"], info["mean_output"], num_decode=2)
@@ -174,52 +155,20 @@ def main() -> None:
         proc, url = start_server(False, out / f"{name}-server.log", [*common, *serve_flags])
         try:
             for rep in range(args.repeats):
-                tag = f"{name}-rep{rep}"
-                saved, measured = out / f"{tag}.requests.jsonl", out / f"{tag}.bench.json"
                 before = scrape(url)
-                run(
+                meas, sim = bench_and_simulate(
+                    url,
+                    trace,
+                    scale,
+                    args.num_requests,
+                    out / f"{name}-rep{rep}",
+                    ["--slo", SLO],
                     [
-                        "bench",
-                        "serve",
-                        "--base-url",
-                        url,
-                        "-w",
-                        str(trace),
-                        "--rate-scale",
-                        f"{scale:.6f}",
-                        "--num-prompts",
-                        str(args.num_requests),
-                        "--slo",
-                        SLO,
-                        "--save-requests",
-                        str(saved),
-                        "--json",
-                        str(measured),
-                    ]
+                        *("--profile", str(profile_path), "--prefill", "1", "--decode", "2"),
+                        *("--max-batch", str(args.max_batch), "--slo", SLO, *sim_flags),
+                    ],
                 )
                 counts = delta(scrape(url), before)
-                meas = json.loads(measured.read_text())
-                sim = json.loads(
-                    run(
-                        [
-                            "simulate",
-                            "-w",
-                            str(saved),
-                            "--profile",
-                            str(profile_path),
-                            "--prefill",
-                            "1",
-                            "--decode",
-                            "2",
-                            "--max-batch",
-                            str(args.max_batch),
-                            "--slo",
-                            SLO,
-                            *sim_flags,
-                            "--json",
-                        ]
-                    )
-                )
                 row = {"policy": name, "rep": rep, **counts}
                 for key in ("p99_tpot_ms", "mean_tpot_ms", "p99_ttft_ms", "slo_attainment"):
                     row[key], row[f"sim_{key}"] = meas[key], sim[key]
@@ -229,7 +178,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
-            stop(proc)
+            stop_server(proc)
     (out / "rescheduling_live.json").write_text(json.dumps(rows, indent=2))
 
     print(

@@ -139,14 +139,16 @@ def stop_server(proc: subprocess.Popen[bytes]) -> int | None:
     return code
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> dict:
+    """The server's /health once it says ok (its workers, pids included)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
+            reply = httpx.get(f"{url}/health", timeout=5)
+            if reply.status_code == 200:
+                return dict(reply.json())
         time.sleep(0.5)
     raise TimeoutError(f"{url} not healthy within {limit_s:g} s: {log.read_text()[-2000:]}")
 
