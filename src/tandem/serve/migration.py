@@ -34,8 +34,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,7 +51,8 @@ log = logging.getLogger("tandem.serve")
 
 #: Reserved beyond the request's KV now: tokens it may generate while its first stage copies.
 MARGIN_TOKENS = 16
-OUTCOMES = ("migrated", "replaced", "aborted", "cancelled")
+#: Finished migrations (and pauses) kept for inspection; totals are in the metrics.
+KEEP_RECORDS = 10_000
 
 
 RESCHEDULERS = ("none", "llumnix", "ares")
@@ -128,10 +129,9 @@ class LiveMigrations:
         self._ids = itertools.count()
         self._live: dict[int, _Live] = {}
         self._by_request: dict[str, int] = {}
-        self.counts: Counter[str] = Counter()
-        self.bytes_total = 0
-        self.records: list[MigrationRecord] = []
-        self.pauses_s: list[float] = []
+        #: The latest finished migrations and stream pauses (bounded: a server runs for long).
+        self.records: deque[MigrationRecord] = deque(maxlen=KEEP_RECORDS)
+        self.pauses_s: deque[float] = deque(maxlen=KEEP_RECORDS)
 
     def is_migrating(self, request_id: str) -> bool:
         return request_id in self._by_request
@@ -327,8 +327,6 @@ class LiveMigrations:
         if self._live.pop(live.migration_id, None) is None:
             return
         self._by_request.pop(live.request_id, None)
-        self.counts[outcome] += 1
-        self.bytes_total += live.num_bytes if outcome == "migrated" else 0
         now = time.monotonic()
         self.records.append(
             MigrationRecord(
@@ -368,8 +366,3 @@ _HANDLERS: dict[str, _Handler] = {
     "gone": LiveMigrations._gone,
 }
 
-
-def migration_counts(records: Sequence[MigrationRecord]) -> dict[str, int]:
-    """Migrations by outcome (every outcome present, zero or not)."""
-    counts = Counter(r.outcome for r in records)
-    return {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
