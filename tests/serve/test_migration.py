@@ -415,3 +415,22 @@ def test_a_rescheduler_migrates_live_without_ping_pong_and_every_request_finishe
                 assert started_back - first.ended_s > 5 * config.reschedule_interval_s, path
         assert max(len(path) for path in moves.values()) <= 3, moves
         assert_idle(thread)
+
+
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        ({"request_id": "x", "decode_worker": "a"}, 400, "decode_worker"),
+        ({"request_id": "", "decode_worker": 0}, 400, "request_id"),
+        ({"decode_worker": 0}, 400, "request_id"),
+        ({"request_id": "x", "decode_worker": 0, "extra": 1}, 400, "extra"),
+        ({"request_id": "not-in-flight", "decode_worker": 0}, 404, "request_id"),
+    ],
+)
+def test_admin_migrate_refuses_bad_input_naming_the_field(local_server, body, status, param):
+    url, _ = local_server
+    answer = httpx.post(f"{url}/admin/migrate", json=body, timeout=10)
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert error["param"] == param
+    assert "File " not in error["message"] and ".py" not in error["message"]

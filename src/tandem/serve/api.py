@@ -100,7 +100,13 @@ def build_app(front: FrontEnd, lifespan: Any = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(p.error_body(p.bad_request(str(exc))), status_code=400)
+        # Field and reason only: str(exc) also names the handler's source file and line.
+        fields = [".".join(str(part) for part in e["loc"] if part != "body") for e in exc.errors()]
+        message = "; ".join(
+            f"{field or 'body'}: {e['msg']}" for field, e in zip(fields, exc.errors(), strict=True)
+        )
+        err = p.bad_request(message or "invalid request", fields[0] if fields else None)
+        return JSONResponse(p.error_body(err), status_code=400)
 
     @app.get("/health")
     async def health() -> Response:
