@@ -99,3 +99,33 @@ def test_experiment_on_vllms_random_dataset_flags(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     cell = json.loads(result.stdout)["workloads"]["random/1P1D"]
     assert set(cell["policies"]) == {"round-robin", "least-kv"}
+
+
+def test_prefix_cache_reaches_the_experiments_cluster(tmp_path: Path) -> None:
+    """--prefix-cache-tokens: the Setup's cluster caches prefixes (a repeated prefix hits in a
+    run), the JSON says so, and a cache of 0 tokens is refused by name."""
+    from tandem.experiments.rescheduling import Setup, config_for
+    from tandem.metrics.serving import parse_slo
+    from tandem.perf.registry import get_profile
+    from tandem.sim import simulate
+    from tandem.workload.request import Request, Workload
+
+    trace = Workload(
+        "hashed", tuple(Request(i, 1.0 * i, 1024, 8, prefix_hashes=(7, 8)) for i in range(5))
+    )
+    cost = get_profile("llama3-8b_a100_tp1")
+    off = Setup(trace, cost, 1, 1, parse_slo("tpot=100ms"), 10.0)
+    on = Setup(trace, cost, 1, 1, parse_slo("tpot=100ms"), 10.0, prefix_cache_tokens=4096)
+    assert config_for(off, "round-robin").prefix_cache_tokens is None
+    config = config_for(on, "ares")
+    assert config.prefix_cache_tokens == 4096
+    cached = simulate(on.at(1.0), config).cached_tokens
+    assert cached is not None and cached[0] == 0 and (cached[1:] == 1023).all()  # 1 token computed
+    args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "1"]
+    args += ["--window-s", "5", "--policies", "round-robin", "--out-dir", str(tmp_path)]
+    refused = CliRunner().invoke(app, [*args, "--prefix-cache-tokens", "0"])
+    assert refused.exit_code != 0
+    assert "--prefix-cache-tokens must be >= 1, got 0" in str(refused.exception)
+    result = CliRunner().invoke(app, [*args, "--prefix-cache-tokens", "4096", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["prefix_cache_tokens"] == 4096

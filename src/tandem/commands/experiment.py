@@ -12,6 +12,9 @@ import typer
 from tandem.commands._chunked import HELP as CHUNK_HELP
 from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import parse_positive_ints, print_json, print_table
+from tandem.commands._prefix_cache import HELP as PREFIX_HELP
+from tandem.commands._prefix_cache import NAME as PREFIX_NAME
+from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RANDOM, RandomFlags
 from tandem.errors import ConfigError
@@ -100,6 +103,7 @@ def rescheduling(
         Path("out/rescheduling"), "--out-dir", help="Where the JSON, table and plots go."
     ),
     chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
+    prefix_cache_tokens: int | None = typer.Option(None, PREFIX_NAME, help=PREFIX_HELP),
     as_json: bool = typer.Option(
         False, "--json", help="Print results.json on stdout instead of the tables."
     ),
@@ -117,10 +121,13 @@ def rescheduling(
         parse_slo(slo_text)  # refused before any simulation
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ConfigError(f"--chunk-tokens must be >= 1, got {chunk_tokens}")
+    checked_prefix_cache(prefix_cache_tokens)
     cost = get_profile(profile)
     results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
     if chunk_tokens is not None:
         results["chunk_tokens"] = chunk_tokens
+    if prefix_cache_tokens is not None:
+        results["prefix_cache_tokens"] = prefix_cache_tokens
     out_dir.mkdir(parents=True, exist_ok=True)
     tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
     workload_names = [w for w in workloads.split(",") if w]
@@ -141,7 +148,14 @@ def rescheduling(
         for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))
             setup = Setup(
-                trace, cost, num_prefill, num_decode, parse_slo(slo), window_s, chunk_tokens
+                trace,
+                cost,
+                num_prefill,
+                num_decode,
+                parse_slo(slo),
+                window_s,
+                chunk_tokens,
+                prefix_cache_tokens,
             )
             start = num_decode * per_decode if per_decode else num_decode / 16
             timelines: dict[str, SimResult] = {}

@@ -13,6 +13,9 @@ import typer
 from tandem.commands._chunked import HELP as CHUNK_HELP
 from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import plot_path, print_json, print_mapping
+from tandem.commands._prefix_cache import HELP as PREFIX_HELP
+from tandem.commands._prefix_cache import NAME as PREFIX_NAME
+from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RandomFlags, wants_random
 from tandem.errors import ConfigError
@@ -271,14 +274,7 @@ def simulate_command(
         8192, "--prefill-budget", help="Prefill batch token budget."
     ),
     chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
-    prefix_cache_tokens: int | None = typer.Option(
-        None,
-        "--prefix-cache-tokens",
-        help="Prefix caching in the simulated prefill instances: each keeps the KV of up to N "
-        "prompt tokens (LRU over 512-token blocks); a request whose leading blocks it holds "
-        "skips them. Needs block hashes in the workload (Mooncake traces' hash_ids; others "
-        "never hit). The hit rate is reported [default: off].",
-    ),
+    prefix_cache_tokens: int | None = typer.Option(None, PREFIX_NAME, help=PREFIX_HELP),
     slo_text: str | None = typer.Option(None, "--slo", "--goodput", help=SLO_HELP + "."),
     exact: bool = typer.Option(False, "--exact", help="Step token by token (slow; for checking)."),
     find_goodput: bool = typer.Option(
@@ -307,7 +303,7 @@ def simulate_command(
         max_batch_size=max_batch,
         prefill_token_budget=prefill_budget,
         chunk_tokens=chunk_tokens,
-        prefix_cache_tokens=prefix_cache_tokens,
+        prefix_cache_tokens=checked_prefix_cache(prefix_cache_tokens),
         dispatch=dispatch,
         exact=exact,
         record_timeline=timeline is not None,

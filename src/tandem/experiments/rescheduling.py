@@ -59,6 +59,9 @@ class Setup:
     window_s: float
     #: Chunked prefill in the prefill instances (``ClusterConfig.chunk_tokens``); ``None``: off.
     chunk_tokens: int | None = None
+    #: Prefix caching in the prefill instances (``ClusterConfig.prefix_cache_tokens``);
+    #: ``None``: off.
+    prefix_cache_tokens: int | None = None
 
     def at(self, scale: float) -> Workload:
         """``window_s`` seconds of arrivals at ``scale`` times the trace's rate."""
@@ -78,6 +81,7 @@ def config_for(setup: Setup, policy: str, record_timeline: bool = False) -> Clus
         setup.cost,
         record_timeline=record_timeline,
         chunk_tokens=setup.chunk_tokens,
+        prefix_cache_tokens=setup.prefix_cache_tokens,
     )
     return with_policy(base, policy)
 
