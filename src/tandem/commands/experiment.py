@@ -18,7 +18,7 @@ from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RANDOM, RandomFlags
 from tandem.errors import ConfigError
-from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
+from tandem.experiments.rescheduling import POLICIES, Setup, run_cell, steady_window_s
 from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
@@ -74,11 +74,13 @@ def rescheduling(
     profile: str = typer.Option(
         "llama3-8b_a100_tp1", "--profile", help="Performance profile name or file."
     ),
-    window_s: float = typer.Option(
-        600.0,
+    window_s: float | None = typer.Option(
+        None,
         "--window-s",
         help="Seconds of arrivals replayed at every load and cluster size (the trace is taken "
-        "window x load long, repeated if shorter, then compressed to the load).",
+        "window x load long, repeated if shorter, then compressed to the load) "
+        "[default: 3 memory-weighted mean request lifetimes, at least 600 s].",
+        show_default=False,
     ),
     policies: str = typer.Option(
         ",".join(POLICIES),
@@ -113,7 +115,7 @@ def rescheduling(
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]}; known: {', '.join(POLICIES)}")
-    if not (math.isfinite(window_s) and window_s > 0):
+    if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
         raise ConfigError(f"--window-s must be positive, got {window_s}")
     if not (math.isfinite(prefill_ratio) and prefill_ratio > 0):
         raise ConfigError(f"--prefill-ratio must be a finite number > 0, got {prefill_ratio}")
@@ -123,7 +125,7 @@ def rescheduling(
         raise ConfigError(f"--chunk-tokens must be >= 1, got {chunk_tokens}")
     checked_prefix_cache(prefix_cache_tokens)
     cost = get_profile(profile)
-    results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
+    results: dict[str, Any] = {"profile": profile, "workloads": {}}
     if chunk_tokens is not None:
         results["chunk_tokens"] = chunk_tokens
     if prefix_cache_tokens is not None:
@@ -144,6 +146,16 @@ def rescheduling(
     for workload_name in workload_names:
         slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         trace = flags.workload(seed) if workload_name == RANDOM else load_workload(workload_name)
+        window = window_s
+        if window is None:  # long enough for decode memory to reach its steady level
+            estimate = steady_window_s(trace, cost)
+            window = estimate.window_s
+            if not as_json:
+                typer.echo(
+                    f"{workload_name}: window {window:.0f} s of arrivals (memory-weighted mean "
+                    f"lifetime {estimate.lifetime_s:.0f} s: {estimate.weighted_output_tokens:.0f} "
+                    f"tokens x {estimate.step_s * 1e3:.1f} ms a step)"
+                )
         per_decode: float | None = None  # load per decode instance found on a smaller cluster
         for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))
@@ -153,7 +165,7 @@ def rescheduling(
                 num_prefill,
                 num_decode,
                 parse_slo(slo),
-                window_s,
+                window,
                 chunk_tokens,
                 prefix_cache_tokens,
             )
@@ -163,7 +175,14 @@ def rescheduling(
                 setup, names, max_goodput=max_goodput, start_scale=start, timelines=timelines
             )
             per_decode = cell["rate_scale"] / num_decode
-            cell.update({"slo": slo, "num_prefill": num_prefill, "num_decode": num_decode})
+            cell.update(
+                {
+                    "slo": slo,
+                    "num_prefill": num_prefill,
+                    "num_decode": num_decode,
+                    "window_s": window,
+                }
+            )
             key = f"{workload_name}/{num_prefill}P{num_decode}D"
             results["workloads"][key] = cell
             _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")
