@@ -18,6 +18,7 @@ from tandem.commands._prefix_cache import NAME as PREFIX_NAME
 from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RandomFlags, wants_random
+from tandem.control.admission import DEFAULT_AGING_TOKENS_PER_S
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, SLO_HELP, parse_slo
 from tandem.perf.ranges import OutOfMeasuredRangeWarning
@@ -249,6 +250,19 @@ def simulate_command(
         "--admission",
         help="Decode admission: greedy (default, as vLLM) or predictive (needs predictions).",
     ),
+    admission_order: str = typer.Option(
+        "fcfs",
+        "--admission-order",
+        help="Order of each decode instance's waiting queue: fcfs (default, as vLLM) or "
+        "shortest-predicted (arrival + predicted remaining tokens / --admission-aging; needs "
+        "predictions).",
+    ),
+    admission_aging: float = typer.Option(
+        DEFAULT_AGING_TOKENS_PER_S,
+        "--admission-aging",
+        help="shortest-predicted's aging, tokens/s: a request predicted to need r more tokens "
+        "lets requests arriving up to r / aging seconds later go first.",
+    ),
     seed: int = typer.Option(
         0,
         "--seed",
@@ -318,6 +332,9 @@ def simulate_command(
         rescheduler=rescheduler,
         prediction=prediction,
         admission=admission,
+    )
+    config = replace(
+        config, admission_order=admission_order, admission_aging_tokens_per_s=admission_aging
     )
     flags = RandomFlags(
         random_input_len, random_output_len, random_range_ratio, request_rate, burstiness
