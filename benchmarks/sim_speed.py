@@ -12,6 +12,17 @@ Usage: ``python benchmarks/sim_speed.py [--requests N] [--profile NAME]``.
 ``--chunk-tokens N`` measures instead the speed with chunked prefill on (chunks of N tokens)
 against off, on the 32P32D setup of part 1, in one process: ``--rounds`` alternating off/on
 pairs; last line ``chunked_over_off=<median on speed / median off speed>``.
+
+``--prefix-cache-tokens M`` (with or without ``--chunk-tokens N``) measures the speed with
+prefix caching on (M tokens per prefill instance; chunked prefill too when N is given) against
+both off, on the same 32P32D cluster, profile and placement, alternating as above; last line
+``features_over_off=<median on speed / median off speed>``; ``--breakdown`` first measures
+each feature alone the same way. azure-conv carries no block
+hashes (a cache would never be consulted past an empty lookup), so this mode replays
+mooncake-conv, whose requests carry its ``hash_ids``: ``--requests`` of it back to back at
+``--mooncake-rate-scale`` times its rate (default x3: 32P32D serve it without saturating).
+Each copy of the trace gets its own hash ids (shifted by the copy's index times the largest
+id plus one), so a copy never hits on blocks of an earlier copy: the hits are the trace's own.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from dataclasses import replace
 
 from tandem.perf.registry import get_profile
 from tandem.sim import ClusterConfig, simulate
-from tandem.workload import load_workload
+from tandem.workload import Workload, load_workload
 from tandem.workload.transforms import limit, repeat, scale_rate
 
 
@@ -34,24 +45,44 @@ def timed_run(workload, config):  # noqa: ANN001, ANN201
     return result, time.perf_counter() - start
 
 
-def compare_chunked(workload, config, chunk_tokens: int, rounds: int) -> None:  # noqa: ANN001
-    """Alternate off/on runs (the machine's load drifts; alternating spreads it over both)."""
-    chunked = replace(config, chunk_tokens=chunk_tokens)
+def compare(workload, off, on, rounds: int, what: str) -> float:  # noqa: ANN001
+    """Alternate off/on runs (the machine's load drifts; alternating spreads it over both);
+    the median on speed over the median off speed."""
     speeds: dict[str, list[float]] = {"off": [], "on": []}
     for i in range(rounds):
-        for label, cfg in (
-            (("off", config), ("on", chunked))
-            if i % 2 == 0
-            else (
-                ("on", chunked),
-                ("off", config),
-            )
-        ):
-            _, seconds = timed_run(workload, cfg)
+        pairs = (("off", off), ("on", on)) if i % 2 == 0 else (("on", on), ("off", off))
+        for label, cfg in pairs:
+            result, seconds = timed_run(workload, cfg)
             speeds[label].append(len(workload) / seconds)
-            print(f"round {i + 1} chunked {label}: {seconds:.1f} s, {speeds[label][-1]:,.0f} req/s")
-    ratio = statistics.median(speeds["on"]) / statistics.median(speeds["off"])
-    print(f"chunked_over_off={ratio:.3f}")
+            extra = ""
+            if label == "on" and cfg.prefix_cache_tokens is not None:
+                m = result.metrics()
+                extra = (
+                    f", prefix hit rate {m['prefix_cache_hit_rate']:.3f} of prompt tokens "
+                    f"({m['prefix_cache_request_hit_rate']:.3f} of requests)"
+                )
+            print(
+                f"round {i + 1} {what} {label}: {seconds:.1f} s, "
+                f"{speeds[label][-1]:,.0f} req/s{extra}"
+            )
+    return statistics.median(speeds["on"]) / statistics.median(speeds["off"])
+
+
+def distinct_copies(w: Workload, times: int) -> Workload:
+    """``times`` copies of ``w`` back to back, each copy's block hashes shifted past the
+    previous copy's, so that copies share no block (hits come from within a copy only)."""
+    out = repeat(w, times)
+    if times == 1:
+        return out
+    top = max((max(r.prefix_hashes) for r in w.requests if r.prefix_hashes), default=0) + 1
+    n = len(w)
+    requests = tuple(
+        r
+        if r.prefix_hashes is None
+        else replace(r, prefix_hashes=tuple(h + (i // n) * top for h in r.prefix_hashes))
+        for i, r in enumerate(out.requests)
+    )
+    return Workload(out.name, requests, out.notes)
 
 
 def main() -> None:
@@ -60,7 +91,14 @@ def main() -> None:
     parser.add_argument("--profile", default="llama3-8b_a100_tp1")
     parser.add_argument("--exact-requests", type=int, default=20_000)
     parser.add_argument("--chunk-tokens", type=int, default=None)
+    parser.add_argument("--prefix-cache-tokens", type=int, default=None)
+    parser.add_argument("--mooncake-rate-scale", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="With both features: also each alone against off, before the combined figure.",
+    )
     args = parser.parse_args()
 
     warnings.simplefilter("ignore")  # out-of-measured-range notes are not the point here
@@ -70,8 +108,30 @@ def main() -> None:
     # 32P32D serve ~16x the trace's rate (5.5 req/s) without saturating.
     big = scale_rate(limit(repeat(base, copies), args.requests), 16.0)
     config = ClusterConfig(32, 32, cost, cost, placement="round-robin")
+    if args.prefix_cache_tokens is not None:
+        trace = load_workload("mooncake-conv")
+        copies = -(-args.requests // len(trace))
+        hashed = limit(distinct_copies(trace, copies), args.requests)
+        hashed = scale_rate(hashed, args.mooncake_rate_scale)
+        on = replace(
+            config, chunk_tokens=args.chunk_tokens, prefix_cache_tokens=args.prefix_cache_tokens
+        )
+        what = "prefix cache" + (" + chunked" if args.chunk_tokens is not None else "")
+        print(f"mooncake-conv x{args.mooncake_rate_scale:g}, {len(hashed):,} requests, 32P32D")
+        if args.breakdown and args.chunk_tokens is not None:
+            for label, part in (
+                ("chunked", replace(config, chunk_tokens=args.chunk_tokens)),
+                ("prefix cache", replace(config, prefix_cache_tokens=args.prefix_cache_tokens)),
+            ):
+                alone = compare(hashed, config, part, args.rounds, label)
+                print(f"{label.replace(' ', '_')}_alone_over_off={alone:.3f}")
+        ratio = compare(hashed, config, on, args.rounds, what)
+        print(f"features_over_off={ratio:.3f}")
+        return
     if args.chunk_tokens is not None:
-        compare_chunked(big, config, args.chunk_tokens, args.rounds)
+        chunked = replace(config, chunk_tokens=args.chunk_tokens)
+        ratio = compare(big, config, chunked, args.rounds, "chunked")
+        print(f"chunked_over_off={ratio:.3f}")
         return
     result, seconds = timed_run(big, config)
     m = result.metrics()

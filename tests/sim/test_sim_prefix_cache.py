@@ -4,6 +4,7 @@ hashes skip the cached prefix of their prompt; LRU over a capacity; off by defau
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ from tandem.control.policies import make_dispatch, policy_names
 from tandem.control.views import NewRequestView
 from tandem.errors import ConfigError
 from tandem.sim import simulate
-from tandem.sim.prefix_cache import PrefixCache
+from tandem.sim.prefix_cache import PrefixCache, live_prefix_blocks
 from tandem.workload.request import Request, Workload
 
 B = 512
@@ -139,3 +140,105 @@ def test_cache_aware_dispatch_chooses_the_holder() -> None:
         c = config(num_prefill=2, prefix_cache_tokens=100 * B, dispatch=dispatch)
         r = simulate(w, c)
         assert r.cached_tokens is not None and r.cached_tokens[2] == expected
+
+
+class _PlainLRU:
+    """The cache as first written: every block named, one OrderedDict entry each (the
+    reference the anonymous runs of blocks no later request carries must match)."""
+
+    def __init__(self, capacity_blocks: int) -> None:
+        self.capacity_blocks = capacity_blocks
+        self.blocks: OrderedDict[int, None] = OrderedDict()
+
+    def prefix_blocks(self, hashes: tuple[int, ...]) -> int:
+        n = 0
+        for h in hashes:
+            if h not in self.blocks:
+                break
+            n += 1
+        return n
+
+    def lookup(self, hashes: tuple[int, ...], prompt_tokens: int) -> int:
+        n = self.prefix_blocks(hashes)
+        for h in reversed(hashes[:n]):
+            self.blocks.move_to_end(h)
+        return min(n * B, prompt_tokens - 1) if n else 0
+
+    def insert(self, hashes: tuple[int, ...]) -> None:
+        for h in reversed(hashes):
+            if h in self.blocks:
+                self.blocks.move_to_end(h)
+            else:
+                self.blocks[h] = None
+        while len(self.blocks) > self.capacity_blocks:
+            self.blocks.popitem(last=False)
+
+
+def _conversations(rng: np.random.Generator, n: int) -> list[tuple[int, ...]]:
+    """Prompts as multi-turn chats make them: a turn repeats an earlier turn's blocks and adds
+    its own; now and then a block repeated within a prompt or a prompt of shared blocks."""
+    prompts: list[tuple[int, ...]] = []
+    fresh = iter(range(1000, 10**6))
+    for _ in range(n):
+        roll = rng.random()
+        if prompts and roll < 0.6:
+            base = prompts[int(rng.integers(len(prompts)))]
+            prompt = base[: int(rng.integers(1, len(base) + 1))]
+        else:
+            prompt = ()
+        prompt += tuple(next(fresh) for _ in range(int(rng.integers(0 if prompt else 1, 6))))
+        if roll > 0.95:
+            prompt += prompt[:1]  # a block repeated within a prompt
+        prompts.append(prompt)
+    return prompts
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 8, 40, 10_000])
+def test_unnamed_dead_blocks_change_nothing(capacity: int) -> None:
+    """Holding the blocks no later request carries as one anonymous run (the speed-up) gives
+    the same hits and the same held blocks as naming every block, through evictions, FCFS
+    batches that look up before they insert, and repeated hashes."""
+    rng = np.random.default_rng(capacity)
+    prompts = _conversations(rng, 400)
+    live = live_prefix_blocks(prompts)
+    fast, plain = PrefixCache(capacity * B), _PlainLRU(capacity)
+    assert sum(live) < sum(len(p) for p in prompts)  # some blocks are dead: the fast path runs
+    i = 0
+    while i < len(prompts):
+        batch = range(i, min(len(prompts), i + int(rng.integers(1, 4))))
+        for j in batch:
+            tokens = len(prompts[j]) * B
+            assert fast.lookup(prompts[j], tokens) == plain.lookup(prompts[j], tokens)
+        for j in batch:
+            fast.insert(prompts[j], live[j])
+            plain.insert(prompts[j])
+        i = batch.stop
+        assert len(fast) == len(plain.blocks)
+        for later in prompts[i:]:  # every block a later request may ask for
+            for h in later:
+                assert (h in fast) == (h in plain.blocks)
+
+
+def test_unnamed_dead_blocks_change_no_simulated_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator with and without the speed-up (every block named): identical runs."""
+    import tandem.sim.cluster as cluster
+
+    rng = np.random.default_rng(7)
+    prompts = _conversations(rng, 300)
+    w = Workload(
+        "chats",
+        tuple(
+            Request(i, 0.05 * i, len(p) * B - int(rng.integers(0, 300)), 20, prefix_hashes=p)
+            for i, p in enumerate(prompts)
+        ),
+    )
+    for extra in ({}, {"chunk_tokens": 700}, {"dispatch": "cache-aware"}):
+        c = config(num_prefill=2, prefix_cache_tokens=12 * B, **extra)
+        fast = simulate(w, c)
+        with monkeypatch.context() as m:
+            m.setattr(cluster, "live_prefix_blocks", lambda lists: [None] * len(lists))
+            plain = simulate(w, c)
+        assert fast.cached_tokens is not None and fast.cached_tokens.sum() > 0
+        np.testing.assert_array_equal(fast.cached_tokens, plain.cached_tokens)
+        np.testing.assert_array_equal(fast.first_token_s, plain.first_token_s)
+        np.testing.assert_array_equal(fast.finish_s, plain.finish_s)

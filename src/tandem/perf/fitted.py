@@ -100,9 +100,10 @@ class FittedCostModel(InstanceCostModel):
         if not prompt_lens:
             return 0.0
         total = sum(prompt_lens)
-        reason = self.measured_range.prefill_excess(max(prompt_lens), total)
-        if reason is not None:
-            self._latch.warn(self.name, reason)
+        if not self._latch.fired:  # once fired, a reason would be dropped: skip building it
+            reason = self.measured_range.prefill_excess(max(prompt_lens), total)
+            if reason is not None:
+                self._latch.warn(self.name, reason)
         seg = self.prefill_segments[0]
         for candidate in self.prefill_segments:
             if total >= candidate.min_batch_tokens:
@@ -114,15 +115,21 @@ class FittedCostModel(InstanceCostModel):
         share of its prompt's quadratic (attention) term, ``(c + k)^2 - c^2``."""
         if not chunks:
             return 0.0
-        total = sum(k for _, k in chunks)
-        reason = self.measured_range.prefill_excess(max(c + k for c, k in chunks), total)
-        if reason is not None:
-            self._latch.warn(self.name, reason)
+        total = longest = sq = 0  # one pass: the simulator prices every prefill iteration here
+        for c, k in chunks:
+            total += k
+            sq += k * (k + 2 * c)
+            if c + k > longest:
+                longest = c + k
+        if not self._latch.fired:
+            reason = self.measured_range.prefill_excess(longest, total)
+            if reason is not None:
+                self._latch.warn(self.name, reason)
         seg = self.prefill_segments[0]
         for candidate in self.prefill_segments:
             if total >= candidate.min_batch_tokens:
                 seg = candidate
-        return seg.time_s(total, sum(k * (k + 2 * c) for c, k in chunks))
+        return seg.time_s(total, sq)
 
     def decode_step_coeffs(self, batch_size: int) -> tuple[float, float]:
         reason = self.measured_range.decode_excess(batch_size)

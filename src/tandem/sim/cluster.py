@@ -52,7 +52,7 @@ from tandem.sim.events import Clock, EventQueue, Priority
 from tandem.sim.migration import MigrationManager, MigrationStats
 from tandem.sim.prediction import PredictionSource, check_prediction_spec
 from tandem.sim.prefill import PrefillInstance
-from tandem.sim.prefix_cache import DEFAULT_BLOCK_TOKENS, PrefixCache
+from tandem.sim.prefix_cache import DEFAULT_BLOCK_TOKENS, PrefixCache, live_prefix_blocks
 from tandem.sim.request import SimRequest
 from tandem.sim.result import SimResult
 from tandem.sim.variability import ServiceTimeNoise, check_cv
@@ -304,6 +304,11 @@ class Simulator:
             )
             for i, r in enumerate(workload.requests)
         ]
+        if self.config.prefix_cache_tokens is not None:
+            # Arrivals reach the prefill queues in this order (the loop below).
+            live = live_prefix_blocks([r.prefix_hashes for r in requests])
+            for r, n in zip(requests, live, strict=True):
+                r.prefix_live_blocks = n
         median_output = float(np.median(workload.output_tokens)) if requests else 1.0
         self.predictor = PredictionSource.from_spec(
             self.config.prediction,

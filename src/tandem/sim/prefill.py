@@ -122,7 +122,7 @@ class PrefillInstance:
                 r.cached_tokens = cached
                 chunks.append((cached, r.prompt_tokens - cached))
             for r in batch:
-                cache.insert(r.prefix_hashes)
+                cache.insert(r.prefix_hashes, r.prefix_live_blocks)
             duration = self.cost.prefill_chunks_time_s(chunks)
         if self.noise is not None:
             duration *= self.noise.multiplier()
@@ -156,7 +156,7 @@ class PrefillInstance:
         self.head_done_tokens = done
         if cache is not None:
             for r in completed:
-                cache.insert(r.prefix_hashes)
+                cache.insert(r.prefix_hashes, r.prefix_live_blocks)
         self.running_tokens = tokens
         self.busy = True
         self.num_iterations += 1

@@ -14,6 +14,12 @@ their block hash, and a later prompt that starts with the same blocks skips comp
   tail could never hit), as vLLM frees a sequence's blocks tail first.
 - A request's blocks enter the cache when its prefill completes (the iteration computing its
   last token), so requests in the same batch or iteration do not hit each other's blocks.
+
+Speed (results unchanged): the simulator knows the whole workload, so it tells ``insert`` how
+many of a request's leading blocks a later request carries (``live_prefix_blocks``). The blocks
+past those can never be looked up again; they still occupy capacity and age like any block, but
+are held as one anonymous entry weighing their count, not one entry each. Held blocks and their
+LRU order are the same as with every block named, so every lookup answers the same.
 """
 
 from __future__ import annotations
@@ -25,18 +31,27 @@ from collections.abc import Sequence
 DEFAULT_BLOCK_TOKENS = 512
 
 
+class _Anonymous:
+    """The key of a run of blocks no later request can look up (see the module doc)."""
+
+    __slots__ = ()
+
+
 class PrefixCache:
     """An LRU set of block hashes with a capacity in blocks."""
 
-    __slots__ = ("capacity_blocks", "block_tokens", "_blocks")
+    __slots__ = ("capacity_blocks", "block_tokens", "_blocks", "_held")
 
     def __init__(self, capacity_tokens: int, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> None:
         self.block_tokens = block_tokens
         self.capacity_blocks = capacity_tokens // block_tokens
-        self._blocks: OrderedDict[int, None] = OrderedDict()
+        #: Least recently used first: a block hash -> 1, or an anonymous run -> its blocks.
+        self._blocks: OrderedDict[object, int] = OrderedDict()
+        self._held = 0
 
     def __len__(self) -> int:
-        return len(self._blocks)
+        """Blocks held, named or not."""
+        return self._held
 
     def __contains__(self, block_hash: int) -> bool:
         return block_hash in self._blocks
@@ -60,20 +75,66 @@ class PrefixCache:
         if n == 0:
             return 0
         assert hashes is not None
-        for h in reversed(hashes[:n]):
-            self._blocks.move_to_end(h)
+        move = self._blocks.move_to_end
+        for h in hashes[n - 1 :: -1]:
+            move(h)
         return min(n * self.block_tokens, prompt_tokens - 1)
 
-    def insert(self, hashes: Sequence[int] | None) -> None:
+    def insert(self, hashes: Sequence[int] | None, live_blocks: int | None = None) -> None:
         """A request's prefill completed: its blocks are held (its first block the most recent);
-        the least recently used are evicted past the capacity."""
+        the least recently used are evicted past the capacity. ``live_blocks``: how many of
+        its leading blocks a later request may look up (``None``: all); the rest are held as
+        one anonymous run, where they would be."""
         if not hashes or self.capacity_blocks <= 0:
             return
         blocks = self._blocks
-        for h in reversed(hashes):
+        held = self._held
+        live = len(hashes) if live_blocks is None else live_blocks
+        if live < len(hashes):
+            dead = set(hashes[live:])  # a hash repeated within a prompt is one block
+            if not blocks.keys().isdisjoint(dead):
+                pop = blocks.pop
+                for h in dead:
+                    held -= pop(h, 0)
+            blocks[_Anonymous()] = len(dead)
+            held += len(dead)
+        move = blocks.move_to_end
+        for h in hashes[live - 1 :: -1] if live else ():
             if h in blocks:
-                blocks.move_to_end(h)
+                move(h)
             else:
-                blocks[h] = None
-        while len(blocks) > self.capacity_blocks:
-            blocks.popitem(last=False)
+                blocks[h] = 1
+                held += 1
+        excess = held - self.capacity_blocks
+        if excess > 0:
+            popitem = blocks.popitem
+            while excess > 0:
+                key, weight = popitem(last=False)
+                if weight > excess:  # an anonymous run, partly evicted: its rest stays oldest
+                    blocks[key] = weight - excess
+                    move(key, last=False)
+                    weight = excess
+                excess -= weight
+                held -= weight
+        self._held = held
+
+
+def live_prefix_blocks(hash_lists: Sequence[Sequence[int] | None]) -> list[int]:
+    """For requests in the order they reach the prefill instances (arrival order: each
+    instance serves its queue first come first served), how many leading blocks of each a
+    later request carries: 1 + the position of its last block found in a later request, 0 if
+    none. Blocks past that can only age in a cache (``PrefixCache.insert``'s ``live_blocks``)."""
+    later: set[int] = set()
+    out = [0] * len(hash_lists)
+    for i in range(len(hash_lists) - 1, -1, -1):
+        hashes = hash_lists[i]
+        if not hashes:
+            continue
+        n = len(hashes)
+        for h in reversed(hashes):
+            if h in later:
+                break
+            n -= 1
+        out[i] = n
+        later.update(hashes)
+    return out

@@ -28,6 +28,7 @@ class SimRequest:
         "last_token_s",
         "waiting_since_s",
         "prefix_hashes",
+        "prefix_live_blocks",
         "cached_tokens",
         "admit_key",
     )
@@ -71,6 +72,9 @@ class SimRequest:
         self.waiting_since_s = 0.0
         #: One hash per prompt block (``tandem.sim.prefix_cache``), when the workload has them.
         self.prefix_hashes = prefix_hashes
+        #: How many of those blocks a later request carries (``prefix_cache.live_prefix_blocks``);
+        #: ``None``: all of them, as far as this request knows.
+        self.prefix_live_blocks: int | None = None
         #: Prompt tokens its prefill skipped, found in its prefill instance's prefix cache.
         self.cached_tokens = 0
         #: Its place in a decode waiting queue ordered by ``control.admission
