@@ -242,3 +242,21 @@ def test_unnamed_dead_blocks_change_no_simulated_result(monkeypatch: pytest.Monk
         np.testing.assert_array_equal(fast.cached_tokens, plain.cached_tokens)
         np.testing.assert_array_equal(fast.first_token_s, plain.first_token_s)
         np.testing.assert_array_equal(fast.finish_s, plain.finish_s)
+
+
+def test_cache_aware_spreads_requests_sharing_only_a_first_block() -> None:
+    """Every prompt starts with one shared block (a system prompt) and goes on with its own:
+    longest-prefix-first sent them all to the instance holding that block (issue 18 item 2's
+    mooncake-conv run); with SGLang's match threshold they go to the least loaded, while a
+    prompt mostly cached still goes to its holder, unless the load is imbalanced."""
+    rows = [(0.05 * i, 4 * B, (1, 100 + 3 * i, 101 + 3 * i, 102 + 3 * i)) for i in range(12)]
+    c = config(num_prefill=3, prefix_cache_tokens=100 * B, dispatch="cache-aware")
+    r = simulate(_workload([(0.0, B, (1,)), *((a + 1.0, p, h) for a, p, h in rows)]), c)
+    busy = np.array(r.prefill_busy_s)
+    assert (busy > 0).all() and busy.max() < 0.6 * busy.sum()  # the old policy: all on one
+    instances = [_Instance(0, (1,)), _Instance(4 * B, (1, 2, 3))]
+    policy = CacheAwareDispatch()
+    assert policy.choose(NewRequestView(0, 0.0, 4 * B, prefix_hashes=(1, 7, 8, 9)), instances) == 0
+    assert policy.choose(NewRequestView(0, 0.0, 4 * B, prefix_hashes=(1, 2, 3, 9)), instances) == 1
+    instances[1].num_queued = 40  # 39 more requests than instance 0: imbalanced
+    assert policy.choose(NewRequestView(0, 0.0, 4 * B, prefix_hashes=(1, 2, 3, 9)), instances) == 0

@@ -218,8 +218,9 @@ def simulate_command(
     dispatch: str = typer.Option(
         "least-queued-tokens",
         "--dispatch",
-        help="Prefill dispatch policy: least-queued-tokens, round-robin, cache-aware (longest "
-        "cached prefix, with --prefix-cache-tokens; ties by least queued tokens).",
+        help="Prefill dispatch policy: least-queued-tokens, round-robin, cache-aware (SGLang "
+        "router's, with --prefix-cache-tokens: the longest cached prefix when it covers over "
+        "half the prompt, else the least queued tokens; the least loaded when imbalanced).",
     ),
     policy: str | None = typer.Option(
         None,
