@@ -154,6 +154,9 @@ class DecodeInstance:
         self._proj_growing = 0
         self._proj_terms: dict[int, tuple[float, bool]] = {}
         self._proj_unscored: dict[int, SimRequest] = {}
+        #: Set by ``sim.placement_rows``: where to note that this instance's placement inputs
+        #: may have changed (any change but time passing within a step).
+        self.changed: set[int] | None = None
 
     # -- views (as of the clock's now: the same in fast-forward and exact modes) -----------------
 
@@ -233,10 +236,27 @@ class DecodeInstance:
             self._proj_growing = 0
             self._proj_terms.clear()
             self._proj_unscored = dict(self._running)
+            self._touch()
         if self._proj_unscored:
+            self._touch()
             self._score(list(self._proj_unscored.values()), steps, horizon_tokens)
             self._proj_unscored.clear()
         return self._proj_sum + self._proj_growing * (steps - self._proj_ref)
+
+    def _touch(self) -> None:
+        if self.changed is not None:
+            self.changed.add(self.instance_id)
+
+    def placement_row(self, horizon_tokens: int) -> tuple[int, int, int, float | None, float]:
+        """KV used, KV pending, requests running or pending, projected KV, and the time until
+        which they hold unless ``changed`` is told otherwise (the next step's end)."""
+        return (
+            self.kv_used_tokens,
+            self.kv_pending_tokens,
+            len(self._running) + self.num_pending,
+            self.projected_kv_tokens(horizon_tokens),
+            self._cache_next_s if self._busy else math.inf,
+        )
 
     def _score(self, requests: list[SimRequest], steps: int, horizon: int) -> None:
         if not VECTORISED or len(requests) < 32:  # below that, numpy's overhead costs more
@@ -327,6 +347,7 @@ class DecodeInstance:
         except ValueError:
             return False
         self._waiting_tokens -= request.need_tokens
+        self._touch()
         return True
 
     def can_reserve(self, tokens: int) -> bool:
@@ -350,6 +371,7 @@ class DecodeInstance:
 
     def release(self, tokens: int, request: SimRequest | None = None) -> None:
         self.kv_reserved_tokens -= tokens
+        self._touch()
         if request is not None:
             self._incoming.pop(request.index, None)
 
@@ -396,6 +418,7 @@ class DecodeInstance:
 
     def _kick(self, now_s: float) -> None:
         """Something arrived: act now if idle, else make sure we wake at the next boundary."""
+        self._touch()
         if not self._busy:
             self._boundary(now_s, 0)
             return
@@ -411,6 +434,7 @@ class DecodeInstance:
     # -- a step boundary ----------------------------------------------------------------------
 
     def _boundary(self, now_s: float, k: int) -> None:
+        self._touch()
         if self._busy:
             self.steps += k
             self._kv_tokens += k * len(self._running)
