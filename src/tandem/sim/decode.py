@@ -109,6 +109,9 @@ class DecodeInstance:
         self._arr_index = np.zeros(size, np.int64)
         self._arr_prompt = np.zeros(size, np.int64)
         self._arr_base = np.zeros(size, np.int64)
+        # When each joined (a count): sorting by it gives the order of ``_running``.
+        self._arr_seq = np.zeros(size, np.int64)
+        self._joins = 0
         self._slot: dict[int, int] = {}
         self._finish_heap: list[tuple[int, int]] = []  # (finish step, request index)
         self._waiting: deque[SimRequest] = deque()
@@ -235,8 +238,11 @@ class DecodeInstance:
             self._proj_sum = 0.0
             self._proj_growing = 0
             self._proj_terms.clear()
-            self._proj_unscored = dict(self._running)
             self._touch()
+            if VECTORISED and len(self._running) >= 32:
+                self._score_all(steps, horizon_tokens)
+            else:
+                self._proj_unscored = dict(self._running)
         if self._proj_unscored:
             self._touch()
             self._score(list(self._proj_unscored.values()), steps, horizon_tokens)
@@ -277,6 +283,25 @@ class DecodeInstance:
         self._proj_growing += int(np.count_nonzero(growing))
         # Summed in order, as one request at a time (``cumsum`` adds sequentially).
         self._proj_sum = float(np.cumsum(np.concatenate(([self._proj_sum], terms)))[-1])
+        pairs = zip(terms.tolist(), growing.tolist(), strict=True)
+        self._proj_terms.update(zip(index.tolist(), pairs, strict=True))
+
+    def _score_all(self, steps: int, horizon: int) -> None:
+        """``_score`` of the whole running batch on a rebuild, from the batch's arrays instead
+        of the requests (the same values: the same order, that of ``_running``)."""
+        self._proj_unscored.clear()
+        n = len(self._running)
+        order = np.argsort(self._arr_seq[:n])
+        index = self._arr_index[:n][order]
+        generated = self._arr_base[:n][order] + steps
+        assert self.predictor is not None
+        remaining = self.predictor.remaining_array(index, generated)
+        growing = remaining > horizon
+        terms = (self._arr_prompt[:n][order] + generated) + np.where(
+            growing, float(horizon), remaining
+        )
+        self._proj_growing = int(np.count_nonzero(growing))
+        self._proj_sum = float(np.cumsum(np.concatenate(([0.0], terms)))[-1])
         pairs = zip(terms.tolist(), growing.tolist(), strict=True)
         self._proj_terms.update(zip(index.tolist(), pairs, strict=True))
 
@@ -511,12 +536,14 @@ class DecodeInstance:
     def _arr_add(self, request: SimRequest) -> None:
         n = len(self._slot)
         if n == self._arr_index.size:
-            for name in ("_arr_index", "_arr_prompt", "_arr_base"):
+            for name in ("_arr_index", "_arr_prompt", "_arr_base", "_arr_seq"):
                 setattr(self, name, np.concatenate((getattr(self, name), np.zeros(n, np.int64))))
         self._slot[request.index] = n
         self._arr_index[n] = request.index
         self._arr_prompt[n] = request.prompt_tokens
         self._arr_base[n] = request.gen_at_join - request.join_step
+        self._joins += 1
+        self._arr_seq[n] = self._joins
 
     def _arr_remove(self, index: int) -> None:
         slot = self._slot.pop(index)
@@ -527,6 +554,7 @@ class DecodeInstance:
             self._arr_index[slot] = moved
             self._arr_prompt[slot] = self._arr_prompt[last]
             self._arr_base[slot] = self._arr_base[last]
+            self._arr_seq[slot] = self._arr_seq[last]
 
     def _preempt_if_needed(self, now_s: float) -> None:
         running = self._running
