@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tandem.cli import app
+from tandem.workload.request import Request, Workload
 
 
 def test_rescheduling_experiment_writes_results_per_workload_and_policy(tmp_path: Path) -> None:
@@ -99,3 +100,88 @@ def test_experiment_on_vllms_random_dataset_flags(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     cell = json.loads(result.stdout)["workloads"]["random/1P1D"]
     assert set(cell["policies"]) == {"round-robin", "least-kv"}
+
+
+def test_prefix_cache_reaches_the_experiments_cluster(tmp_path: Path) -> None:
+    """--prefix-cache-tokens: the Setup's cluster caches prefixes (a repeated prefix hits in a
+    run), the JSON says so, and a cache of 0 tokens is refused by name."""
+    from tandem.experiments.rescheduling import Setup, config_for
+    from tandem.metrics.serving import parse_slo
+    from tandem.perf.registry import get_profile
+    from tandem.sim import simulate
+    from tandem.workload.request import Request, Workload
+
+    trace = Workload(
+        "hashed", tuple(Request(i, 1.0 * i, 1024, 8, prefix_hashes=(7, 8)) for i in range(5))
+    )
+    cost = get_profile("llama3-8b_a100_tp1")
+    off = Setup(trace, cost, 1, 1, parse_slo("tpot=100ms"), 10.0)
+    on = Setup(trace, cost, 1, 1, parse_slo("tpot=100ms"), 10.0, prefix_cache_tokens=4096)
+    assert config_for(off, "round-robin").prefix_cache_tokens is None
+    config = config_for(on, "ares")
+    assert config.prefix_cache_tokens == 4096
+    cached = simulate(on.at(1.0), config).cached_tokens
+    assert cached is not None and cached[0] == 0 and (cached[1:] == 1023).all()  # 1 token computed
+    args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "1"]
+    args += ["--window-s", "5", "--policies", "round-robin", "--out-dir", str(tmp_path)]
+    refused = CliRunner().invoke(app, [*args, "--prefix-cache-tokens", "0"])
+    assert refused.exit_code != 0
+    assert "--prefix-cache-tokens must be >= 1, got 0" in str(refused.exception)
+    result = CliRunner().invoke(app, [*args, "--prefix-cache-tokens", "4096", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["prefix_cache_tokens"] == 4096
+
+
+def _synthetic(outputs: list[int], prompt: int = 1000) -> Workload:
+    requests = tuple(
+        Request(request_id=i, arrival_s=float(i), prompt_tokens=prompt, output_tokens=o)
+        for i, o in enumerate(outputs)
+    )
+    return Workload("t", requests)
+
+
+def test_the_window_is_sized_by_the_lifetimes_of_the_requests_holding_the_memory() -> None:
+    """A few long answers hold most of the memory: they set the window, not the mean. Short
+    answers keep the 600 s floor."""
+    from tandem.experiments.rescheduling import MIN_WINDOW_S, steady_window_s
+    from tandem.perf.registry import get_profile
+
+    cost = get_profile("llama2-70b_a100_tp2")
+    short = steady_window_s(_synthetic([100] * 50), cost)
+    assert short.window_s == MIN_WINDOW_S and short.weighted_output_tokens == pytest.approx(100)
+    # 49 answers of 100 tokens and one of 20,000: the mean is ~500 tokens, but the long one
+    # holds ~98% of the KV token-steps, so the memory-weighted output is near 20,000.
+    mixed = steady_window_s(_synthetic([100] * 49 + [20_000]), cost)
+    assert 19_000 < mixed.weighted_output_tokens < 20_000
+    assert mixed.window_s == pytest.approx(3 * mixed.weighted_output_tokens * mixed.step_s)
+    assert mixed.window_s > 5 * MIN_WINDOW_S
+    # The step is the cost model's at a batch filling memory with mean requests.
+    assert mixed.step_s > cost.decode_step_time_s(1, 1000)
+
+
+def test_a_seed_replays_another_sample_of_the_same_trace() -> None:
+    from tandem.experiments.rescheduling import Setup
+    from tandem.metrics.serving import parse_slo
+    from tandem.perf.registry import get_profile
+    from tandem.workload.transforms import rotate
+
+    trace = _synthetic(list(range(1, 31)))
+    turned = rotate(trace, 10.0)
+    assert [r.output_tokens for r in turned.requests] == [*range(11, 31), *range(1, 11)]
+    assert [r.arrival_s for r in turned.requests] == [float(i) for i in range(30)]
+    cost = get_profile("llama3-8b_a100_tp1")
+    slo = parse_slo("tpot=100ms")
+    first = Setup(trace, cost, 1, 1, slo, 10.0).at(1.0)
+    second = Setup(trace, cost, 1, 1, slo, 10.0, seed=1).at(1.0)
+    assert [r.output_tokens for r in first.requests] == list(range(1, 11))
+    assert [r.output_tokens for r in second.requests] == list(range(11, 21))  # from 1/3 on
+
+
+def test_the_default_window_is_said(tmp_path: Path) -> None:
+    args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "1"]
+    args += ["--policies", "round-robin", "--out-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "azure-code: window 600 s of arrivals (memory-weighted mean lifetime" in result.output
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["workloads"]["azure-code/1P1D"]["window_s"] == 600.0

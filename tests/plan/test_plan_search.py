@@ -166,3 +166,27 @@ def test_attainment_plot_has_the_90_line_and_the_plan_on_top(
     assert ax.get_lines().index(plan[0]) > max(
         ax.get_lines().index(x) for x in solid if x is not plan[0]
     )
+
+
+def test_verify_simulates_with_the_prefix_cache() -> None:
+    """--prefix-cache-tokens reaches plan --verify's simulations: requests repeating a prefix
+    skip it there (lower TTFT), the analytic request carries it, and 0 is refused by name."""
+    from dataclasses import replace
+
+    from tandem.plan.search import criteria
+    from tandem.workload.request import Request, Workload
+
+    # 1,024-token prompts (COST's measured length): a shared block, then one of their own.
+    w = Workload(
+        "hashed", tuple(Request(i, 2.0 * i, 1024, 4, prefix_hashes=(1, 100 + i)) for i in range(6))
+    )
+    off = check(w, COST, 1, 1, SimCriteria(10.0, 1.0))
+    on = check(w, COST, 1, 1, SimCriteria(10.0, 1.0, prefix_cache_tokens=100 * 512))
+    # 5 of 6 prompts skip half their tokens: 512 / 20,000 tokens/s each
+    assert off.ttft_s - on.ttft_s == pytest.approx(5 / 6 * 512 / 20000, rel=0.05)
+    req = PlanRequest(shape_from_means(1024, 128), 10.0, 1.0, 0.05, COST)
+    assert criteria(req).prefix_cache_tokens is None
+    assert criteria(replace(req, prefix_cache_tokens=4096)).prefix_cache_tokens == 4096
+    result = runner.invoke(app, [*BASE, "--verify", "--prefix-cache-tokens", "0"])
+    assert result.exit_code != 0
+    assert "--prefix-cache-tokens must be >= 1, got 0" in str(result.exception)

@@ -10,6 +10,7 @@ import pytest
 
 from sim_helpers import busy_workload, cost
 from tandem.errors import ConfigError
+from tandem.perf.registry import get_profile
 from tandem.sim import ClusterConfig, decode, simulate
 from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
@@ -142,3 +143,36 @@ def test_vectorised_projection_and_admission_decide_as_the_reference() -> None:
     assert np.array_equal(fast.first_token_s, reference.first_token_s, equal_nan=True)
     assert np.array_equal(fast.finish_s, reference.finish_s, equal_nan=True)
     assert m == reference.metrics()
+
+
+def test_shortest_predicted_order_admits_short_answers_first_and_ages() -> None:
+    """One decode instance full of long requests, a queue of 30 with mixed true lengths: with
+    oracle predictions, ``shortest-predicted`` admits the queue shortest first (a slow aging
+    rate), and FCFS in arrival order; a fast aging rate is FCFS again."""
+    profile = get_profile("llama2-70b_a100_tp2")
+    outputs = [3000] * 10 + [int(x) for x in np.random.default_rng(1).integers(10, 3000, 30)]
+    requests = tuple(Request(i, 0.001 * i, 4000, o) for i, o in enumerate(outputs))
+    workload = Workload("queue", requests)
+
+    def join_order(order: str, aging: float) -> list[int]:
+        config = ClusterConfig(
+            1, 1, profile, profile, prediction="oracle", admission_order=order,
+            admission_aging_tokens_per_s=aging, prefill_token_budget=1 << 20,
+        )  # fmt: skip
+        result = simulate(workload, config)
+        queued = np.arange(10, 40)
+        return [int(i) for i in queued[np.argsort(result.ttft_s[queued], kind="stable")]]
+
+    waiting_long = [10 + i for i in range(30)]
+    shortest = sorted(waiting_long, key=lambda i: outputs[i])
+    fcfs = join_order("fcfs", 1.0)
+    sjf = join_order("shortest-predicted", 0.01)
+    aged = join_order("shortest-predicted", 1e9)
+    # The first requests of the queue may start at once (memory free); after that, order rules.
+    assert sjf[-20:] == [i for i in shortest if i in sjf[-20:]]
+    assert fcfs[-20:] == sorted(fcfs[-20:])
+    assert aged == fcfs
+    with pytest.raises(ConfigError, match="needs a prediction source"):
+        ClusterConfig(1, 1, profile, profile, admission_order="shortest-predicted")
+    with pytest.raises(ConfigError, match="unknown admission order"):
+        ClusterConfig(1, 1, profile, profile, prediction="oracle", admission_order="sjf")

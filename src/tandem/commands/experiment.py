@@ -12,10 +12,13 @@ import typer
 from tandem.commands._chunked import HELP as CHUNK_HELP
 from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import parse_positive_ints, print_json, print_table
+from tandem.commands._prefix_cache import HELP as PREFIX_HELP
+from tandem.commands._prefix_cache import NAME as PREFIX_NAME
+from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RANDOM, RandomFlags
 from tandem.errors import ConfigError
-from tandem.experiments.rescheduling import POLICIES, Setup, run_cell
+from tandem.experiments.rescheduling import POLICIES, Setup, run_cell, steady_window_s
 from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
@@ -71,11 +74,13 @@ def rescheduling(
     profile: str = typer.Option(
         "llama3-8b_a100_tp1", "--profile", help="Performance profile name or file."
     ),
-    window_s: float = typer.Option(
-        600.0,
+    window_s: float | None = typer.Option(
+        None,
         "--window-s",
         help="Seconds of arrivals replayed at every load and cluster size (the trace is taken "
-        "window x load long, repeated if shorter, then compressed to the load).",
+        "window x load long, repeated if shorter, then compressed to the load) "
+        "[default: 3 memory-weighted mean request lifetimes, at least 600 s].",
+        show_default=False,
     ),
     policies: str = typer.Option(
         ",".join(POLICIES),
@@ -100,6 +105,7 @@ def rescheduling(
         Path("out/rescheduling"), "--out-dir", help="Where the JSON, table and plots go."
     ),
     chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
+    prefix_cache_tokens: int | None = typer.Option(None, PREFIX_NAME, help=PREFIX_HELP),
     as_json: bool = typer.Option(
         False, "--json", help="Print results.json on stdout instead of the tables."
     ),
@@ -109,7 +115,7 @@ def rescheduling(
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]}; known: {', '.join(POLICIES)}")
-    if not (math.isfinite(window_s) and window_s > 0):
+    if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
         raise ConfigError(f"--window-s must be positive, got {window_s}")
     if not (math.isfinite(prefill_ratio) and prefill_ratio > 0):
         raise ConfigError(f"--prefill-ratio must be a finite number > 0, got {prefill_ratio}")
@@ -117,10 +123,13 @@ def rescheduling(
         parse_slo(slo_text)  # refused before any simulation
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ConfigError(f"--chunk-tokens must be >= 1, got {chunk_tokens}")
+    checked_prefix_cache(prefix_cache_tokens)
     cost = get_profile(profile)
-    results: dict[str, Any] = {"profile": profile, "window_s": window_s, "workloads": {}}
+    results: dict[str, Any] = {"profile": profile, "workloads": {}}
     if chunk_tokens is not None:
         results["chunk_tokens"] = chunk_tokens
+    if prefix_cache_tokens is not None:
+        results["prefix_cache_tokens"] = prefix_cache_tokens
     out_dir.mkdir(parents=True, exist_ok=True)
     tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
     workload_names = [w for w in workloads.split(",") if w]
@@ -137,11 +146,28 @@ def rescheduling(
     for workload_name in workload_names:
         slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         trace = flags.workload(seed) if workload_name == RANDOM else load_workload(workload_name)
+        window = window_s
+        if window is None:  # long enough for decode memory to reach its steady level
+            estimate = steady_window_s(trace, cost)
+            window = estimate.window_s
+            if not as_json:
+                typer.echo(
+                    f"{workload_name}: window {window:.0f} s of arrivals (memory-weighted mean "
+                    f"lifetime {estimate.lifetime_s:.0f} s: {estimate.weighted_output_tokens:.0f} "
+                    f"tokens x {estimate.step_s * 1e3:.1f} ms a step)"
+                )
         per_decode: float | None = None  # load per decode instance found on a smaller cluster
         for num_decode in parse_positive_ints(decode, "--decode"):
             num_prefill = max(1, round(num_decode * prefill_ratio))
             setup = Setup(
-                trace, cost, num_prefill, num_decode, parse_slo(slo), window_s, chunk_tokens
+                trace,
+                cost,
+                num_prefill,
+                num_decode,
+                parse_slo(slo),
+                window,
+                chunk_tokens,
+                prefix_cache_tokens,
             )
             start = num_decode * per_decode if per_decode else num_decode / 16
             timelines: dict[str, SimResult] = {}
@@ -149,7 +175,14 @@ def rescheduling(
                 setup, names, max_goodput=max_goodput, start_scale=start, timelines=timelines
             )
             per_decode = cell["rate_scale"] / num_decode
-            cell.update({"slo": slo, "num_prefill": num_prefill, "num_decode": num_decode})
+            cell.update(
+                {
+                    "slo": slo,
+                    "num_prefill": num_prefill,
+                    "num_decode": num_decode,
+                    "window_s": window,
+                }
+            )
             key = f"{workload_name}/{num_prefill}P{num_decode}D"
             results["workloads"][key] = cell
             _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")

@@ -18,6 +18,9 @@ import typer
 from tandem.commands._chunked import HELP as CHUNK_HELP
 from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import plot_path, print_json, print_mapping, print_table
+from tandem.commands._prefix_cache import HELP as PREFIX_HELP
+from tandem.commands._prefix_cache import NAME as PREFIX_NAME
+from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RandomFlags, wants_random
 from tandem.errors import ConfigError
@@ -270,11 +273,15 @@ def plan_command(
     chunk_tokens: int | None = typer.Option(
         None, *CHUNK_NAMES, help=CHUNK_HELP + " Used by --verify and --plot's simulations."
     ),
+    prefix_cache_tokens: int | None = typer.Option(
+        None, PREFIX_NAME, help=PREFIX_HELP + " Used by --verify and --plot's simulations."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Plan the number of prefill and decode instances for a load and SLOs."""
     if verify_requests is not None and verify_requests < 2:
         raise ConfigError(f"--verify-requests must be >= 2, got {verify_requests}")
+    checked_prefix_cache(prefix_cache_tokens)  # refused before any planning
     plot = plot_path(plot, "--plot")
     flags = RandomFlags(
         random_input_len, random_output_len, random_range_ratio, request_rate, burstiness,
@@ -284,8 +291,9 @@ def plan_command(
         workload, input_len, output_len, throughput, rate, slo_text, ttft_percentile, profile,
         measured, prefill_max, overhead, tpot_table, queue, dispatch, flags, seed,
     )  # fmt: skip
-    if chunk_tokens is not None:
-        req = dataclasses.replace(req, chunk_tokens=chunk_tokens)
+    req = dataclasses.replace(
+        req, chunk_tokens=chunk_tokens, prefix_cache_tokens=prefix_cache_tokens
+    )
     with warnings.catch_warnings():
         # The batch search probes batches outside measured tables on purpose; what the plan
         # itself uses is checked against the measured range below, and said once.

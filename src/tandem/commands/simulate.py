@@ -13,8 +13,12 @@ import typer
 from tandem.commands._chunked import HELP as CHUNK_HELP
 from tandem.commands._chunked import NAMES as CHUNK_NAMES
 from tandem.commands._output import plot_path, print_json, print_mapping
+from tandem.commands._prefix_cache import HELP as PREFIX_HELP
+from tandem.commands._prefix_cache import NAME as PREFIX_NAME
+from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RandomFlags, wants_random
+from tandem.control.admission import DEFAULT_AGING_TOKENS_PER_S
 from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO, SLO_HELP, parse_slo
 from tandem.perf.ranges import OutOfMeasuredRangeWarning
@@ -246,6 +250,19 @@ def simulate_command(
         "--admission",
         help="Decode admission: greedy (default, as vLLM) or predictive (needs predictions).",
     ),
+    admission_order: str = typer.Option(
+        "fcfs",
+        "--admission-order",
+        help="Order of each decode instance's waiting queue: fcfs (default, as vLLM) or "
+        "shortest-predicted (arrival + predicted remaining tokens / --admission-aging; needs "
+        "predictions).",
+    ),
+    admission_aging: float = typer.Option(
+        DEFAULT_AGING_TOKENS_PER_S,
+        "--admission-aging",
+        help="shortest-predicted's aging, tokens/s: a request predicted to need r more tokens "
+        "lets requests arriving up to r / aging seconds later go first.",
+    ),
     seed: int = typer.Option(
         0,
         "--seed",
@@ -271,14 +288,7 @@ def simulate_command(
         8192, "--prefill-budget", help="Prefill batch token budget."
     ),
     chunk_tokens: int | None = typer.Option(None, *CHUNK_NAMES, help=CHUNK_HELP),
-    prefix_cache_tokens: int | None = typer.Option(
-        None,
-        "--prefix-cache-tokens",
-        help="Prefix caching in the simulated prefill instances: each keeps the KV of up to N "
-        "prompt tokens (LRU over 512-token blocks); a request whose leading blocks it holds "
-        "skips them. Needs block hashes in the workload (Mooncake traces' hash_ids; others "
-        "never hit). The hit rate is reported [default: off].",
-    ),
+    prefix_cache_tokens: int | None = typer.Option(None, PREFIX_NAME, help=PREFIX_HELP),
     slo_text: str | None = typer.Option(None, "--slo", "--goodput", help=SLO_HELP + "."),
     exact: bool = typer.Option(False, "--exact", help="Step token by token (slow; for checking)."),
     find_goodput: bool = typer.Option(
@@ -307,7 +317,7 @@ def simulate_command(
         max_batch_size=max_batch,
         prefill_token_budget=prefill_budget,
         chunk_tokens=chunk_tokens,
-        prefix_cache_tokens=prefix_cache_tokens,
+        prefix_cache_tokens=checked_prefix_cache(prefix_cache_tokens),
         dispatch=dispatch,
         exact=exact,
         record_timeline=timeline is not None,
@@ -322,6 +332,9 @@ def simulate_command(
         rescheduler=rescheduler,
         prediction=prediction,
         admission=admission,
+    )
+    config = replace(
+        config, admission_order=admission_order, admission_aging_tokens_per_s=admission_aging
     )
     flags = RandomFlags(
         random_input_len, random_output_len, random_range_ratio, request_rate, burstiness

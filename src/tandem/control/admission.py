@@ -17,6 +17,11 @@ available to anyone else.
   plane): the projected KV peak of the batch with the newcomer must fit.
 - ``next_step_overflows`` and ``num_to_preempt``: preemption of the newest running requests
   when the next step would not fit.
+- ``admission_priority``: the order of the waiting queue. ``fcfs`` (vLLM's) serves it in
+  arrival order; ``shortest-predicted`` by arrival time plus predicted remaining tokens over an
+  aging rate, so that under memory pressure short answers are not stuck behind long ones and a
+  long one is overtaken only by requests arriving within ``remaining / aging`` seconds after
+  it: nothing starves.
 """
 
 from __future__ import annotations
@@ -27,6 +32,26 @@ from tandem.control.ares import projected_peak_kv
 
 #: Predictive admission projects every request to its predicted end (no horizon).
 NO_HORIZON_TOKENS = 1 << 40
+
+#: Orders of the waiting queue (``admission_priority``).
+ADMISSION_ORDERS = ("fcfs", "shortest-predicted")
+
+#: ``shortest-predicted``'s default aging: a request predicted to need ``r`` more tokens lets
+#: requests arriving up to ``r / 100`` seconds after it go first (10,000 tokens: 100 s).
+DEFAULT_AGING_TOKENS_PER_S = 100.0
+
+
+def admission_priority(
+    arrival_s: float, predicted_remaining_tokens: float, aging_tokens_per_s: float
+) -> float:
+    """The waiting queue's sort key under ``shortest-predicted`` order (smallest first):
+    ``arrival_s + predicted_remaining_tokens / aging_tokens_per_s``.
+
+    Shortest predicted first, aged by arrival: of two requests, the one arriving ``d`` seconds
+    later goes first only if it is predicted to need more than ``d * aging_tokens_per_s`` fewer
+    tokens. A slow aging rate is nearly shortest-job-first, a fast one nearly FCFS. Requests
+    preempted and waiting to resume are not ordered by this: they go first (as in vLLM)."""
+    return arrival_s + max(0.0, predicted_remaining_tokens) / aging_tokens_per_s
 
 
 def can_admit(

@@ -16,6 +16,12 @@ Every load replays the same number of seconds of arrivals (``window_s``): the tr
 high load or a large cluster does not squeeze the run into a few seconds of arrivals, which would
 end before memory fills and hide what placement does.
 
+How long is long enough is set by the requests' lifetimes, not by a fixed number
+(``steady_window_s``): decode memory reaches its steady level only after the requests holding
+most of it have lived their lives, and on servegen-r1 those are the long answers (the
+memory-weighted mean output is 7,558 tokens against a plain mean of 1,511). The window is
+``lifetimes`` times the memory-weighted mean lifetime, and at least ``MIN_WINDOW_S``.
+
 Policies (``tandem.sim.presets``, the same names as ``tandem simulate --policy``):
 ``round-robin`` (static), ``least-kv`` (current KV balancing), ``llumnix`` (least-kv placement +
 Llumnix-style migration by current headroom), ``ares`` (predictions in the data plane from the
@@ -25,17 +31,22 @@ measured error model: predictive admission, predictive placement and migration),
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import numpy as np
+
+from tandem.errors import ConfigError
 from tandem.metrics.serving import SLO
 from tandem.perf.base import CostModel
 from tandem.sim import ClusterConfig, SimResult, simulate
 from tandem.sim.goodput import find_max_rate_scale
 from tandem.sim.presets import POLICY_PRESETS, with_policy
 from tandem.workload import Workload
-from tandem.workload.transforms import scale_rate, span
+from tandem.workload.transforms import rotate, scale_rate, span
 
 #: Load searches start near the answer (the round-robin load, or the smaller cluster's per
 #: instance), so they bracket it in 25% steps: a probe at twice the answer is deep in overload,
@@ -44,6 +55,63 @@ _GROWTH = 1.25
 
 #: The policy names; what each means lives in one table, ``tandem.sim.presets``.
 POLICIES: tuple[str, ...] = tuple(POLICY_PRESETS)
+
+#: Seeds per trace: seed ``s`` replays the trace from ``s / SEEDS_PER_TRACE`` of its length.
+SEEDS_PER_TRACE = 3
+
+#: The shortest window ``steady_window_s`` returns (the fixed window before issue 19).
+MIN_WINDOW_S = 600.0
+#: Memory-weighted mean lifetimes per window (``steady_window_s``).
+LIFETIMES = 3.0
+
+
+@dataclass(frozen=True)
+class WindowEstimate:
+    """How ``steady_window_s`` sized a window, for the report."""
+
+    window_s: float
+    #: Memory-weighted mean output tokens: each request weighted by the KV token-steps it
+    #: holds, ``(prompt + output / 2) * output``.
+    weighted_output_tokens: float
+    #: Decode step time of a batch that fills the instance's memory with mean requests.
+    step_s: float
+
+    @property
+    def lifetime_s(self) -> float:
+        return self.weighted_output_tokens * self.step_s
+
+
+def steady_window_s(
+    trace: Workload,
+    cost: CostModel,
+    max_batch_size: int = 256,
+    *,
+    lifetimes: float = LIFETIMES,
+    minimum_s: float = MIN_WINDOW_S,
+) -> WindowEstimate:
+    """A window of arrivals long enough for decode memory to reach its steady level.
+
+    A request holds ``(prompt + output / 2) * output`` KV token-steps on average over its life;
+    weighting each request's output by that gives the lifetime, in steps, of the requests that
+    hold the memory. Times the decode step of a batch that fills the memory with mean-sized
+    requests (the batch limit permitting), that is the memory-weighted mean lifetime; the window
+    is ``lifetimes`` of them, and at least ``minimum_s``. At any load: the lifetime is a property
+    of the requests and the engine, not of the arrival rate.
+    """
+    requests = trace.requests
+    if not requests:
+        raise ConfigError("the workload has no requests to size a window by")
+    out = np.fromiter((r.output_tokens for r in requests), np.float64, len(requests))
+    prompt = np.fromiter((r.prompt_tokens for r in requests), np.float64, len(requests))
+    held = (prompt + out / 2) * out
+    weighted = float((held * out).sum() / held.sum()) if held.sum() > 0 else 0.0
+    context = float((prompt + out / 2).mean())
+    batch = int(max(1, min(max_batch_size, cost.kv_capacity_tokens // max(1.0, context))))
+    with warnings.catch_warnings():  # an estimate: the measured range is checked by the runs
+        warnings.simplefilter("ignore")
+        step = cost.decode_step_time_s(batch, int(batch * context))
+    window = max(minimum_s, lifetimes * weighted * step)
+    return WindowEstimate(window, weighted, step)
 
 
 @dataclass(frozen=True)
@@ -59,10 +127,23 @@ class Setup:
     window_s: float
     #: Chunked prefill in the prefill instances (``ClusterConfig.chunk_tokens``); ``None``: off.
     chunk_tokens: int | None = None
+    #: Prefix caching in the prefill instances (``ClusterConfig.prefix_cache_tokens``);
+    #: ``None``: off.
+    prefix_cache_tokens: int | None = None
+    #: Seeds the run: the trace is replayed from ``seed / SEEDS_PER_TRACE`` of its length on
+    #: (``rotate``: another sample of the same trace), and the simulator's random draws
+    #: (prediction errors) take it as their seed. 0: the trace from its start.
+    seed: int = 0
+
+    @cached_property
+    def _trace(self) -> Workload:
+        if self.seed == 0:
+            return self.trace
+        return rotate(self.trace, self.trace.duration_s * (self.seed / SEEDS_PER_TRACE % 1.0))
 
     def at(self, scale: float) -> Workload:
         """``window_s`` seconds of arrivals at ``scale`` times the trace's rate."""
-        return scale_rate(span(self.trace, self.window_s * scale), scale)
+        return scale_rate(span(self._trace, self.window_s * scale), scale)
 
     @property
     def base_rate_rps(self) -> float:
@@ -78,6 +159,8 @@ def config_for(setup: Setup, policy: str, record_timeline: bool = False) -> Clus
         setup.cost,
         record_timeline=record_timeline,
         chunk_tokens=setup.chunk_tokens,
+        seed=setup.seed,
+        prefix_cache_tokens=setup.prefix_cache_tokens,
     )
     return with_policy(base, policy)
 

@@ -51,6 +51,9 @@ class PlanRequest:
     #: Chunked prefill in the verifying simulations (``tandem.sim.prefill``); the analytic
     #: models still treat prefill as whole prompts. ``None``: off.
     chunk_tokens: int | None = None
+    #: Prefix caching in the verifying simulations (``ClusterConfig.prefix_cache_tokens``);
+    #: the analytic models price every prompt whole. ``None``: off.
+    prefix_cache_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for label, value in (
@@ -74,6 +77,8 @@ class PlanRequest:
             raise ConfigError("max batch size and prefill token budget must be >= 1")
         if self.chunk_tokens is not None and self.chunk_tokens < 1:
             raise ConfigError(f"chunk tokens must be >= 1, got {self.chunk_tokens}")
+        if self.prefix_cache_tokens is not None and self.prefix_cache_tokens < 1:
+            raise ConfigError(f"prefix cache tokens must be >= 1, got {self.prefix_cache_tokens}")
 
     @property
     def total_tokens_per_s(self) -> float:

@@ -91,6 +91,7 @@ def criteria(req: PlanRequest) -> SimCriteria:
         req.max_batch_size,
         req.prefill_token_budget,
         req.chunk_tokens,
+        req.prefix_cache_tokens,
     )
 
 

@@ -59,6 +59,8 @@ class SimCriteria:
     prefill_token_budget: int = 8192
     #: Chunked prefill in the simulations (``ClusterConfig.chunk_tokens``); ``None``: off.
     chunk_tokens: int | None = None
+    #: Prefix caching in the simulations (``ClusterConfig.prefix_cache_tokens``); ``None``: off.
+    prefix_cache_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def check(
         max_batch_size=crit.max_batch_size,
         prefill_token_budget=crit.prefill_token_budget,
         chunk_tokens=crit.chunk_tokens,
+        prefix_cache_tokens=crit.prefix_cache_tokens,
     )
     r = simulate(w, config)
     done = r.completed

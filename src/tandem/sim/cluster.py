@@ -29,12 +29,14 @@ merged from the sorted workload instead of sitting in the heap.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from tandem.control.admission import ADMISSION_ORDERS, DEFAULT_AGING_TOKENS_PER_S
 from tandem.control.ares import AresPlacement
 from tandem.control.policies import (
     DecodePlacementPolicy,
@@ -89,6 +91,11 @@ class ClusterConfig:
     #: waiting on an instance (placed or preempted there); past it, greedy admission decides.
     #: ``inf``: no bound (before issue 19; slower than greedy on long outputs).
     admission_max_wait_s: float = 1.0
+    #: Order of each decode instance's waiting queue (``control.admission.admission_priority``):
+    #: ``fcfs`` or ``shortest-predicted`` (needs a prediction source), aged at
+    #: ``admission_aging_tokens_per_s``.
+    admission_order: str = "fcfs"
+    admission_aging_tokens_per_s: float = DEFAULT_AGING_TOKENS_PER_S
     #: Coefficient of variation of prefill iteration times around the cost model (gamma
     #: distributed, mean preserved; see ``tandem.sim.variability``). 0: deterministic.
     prefill_cv: float = 0.0
@@ -138,6 +145,24 @@ class ClusterConfig:
             )
         if not self.admission_max_wait_s >= 0:
             raise ConfigError(f"admission max wait must be >= 0 s, got {self.admission_max_wait_s}")
+        if self.admission_order not in ADMISSION_ORDERS:
+            raise ConfigError(
+                f"unknown admission order '{self.admission_order}'; known: "
+                f"{', '.join(ADMISSION_ORDERS)}"
+            )
+        if not (
+            math.isfinite(self.admission_aging_tokens_per_s)
+            and self.admission_aging_tokens_per_s > 0
+        ):
+            raise ConfigError(
+                "admission aging must be a finite number of tokens/s > 0, got "
+                f"{self.admission_aging_tokens_per_s}"
+            )
+        if self.admission_order != "fcfs" and self.prediction == "none":
+            raise ConfigError(
+                f"admission order '{self.admission_order}' needs a prediction source "
+                "(--prediction)"
+            )
         if self.admission == "predictive" and self.prediction == "none":
             raise ConfigError("predictive admission needs a prediction source (--prediction)")
         # Unknown policy names fail here, before any work.
@@ -191,6 +216,8 @@ class Simulator:
                 record_timeline=config.record_timeline,
                 predictive_admission=config.admission == "predictive",
                 admission_max_wait_s=config.admission_max_wait_s,
+                admission_order=config.admission_order,
+                aging_tokens_per_s=config.admission_aging_tokens_per_s,
                 record_itl=config.record_itl,
             )
             for i in range(config.num_decode)

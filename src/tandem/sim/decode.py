@@ -37,7 +37,9 @@ from collections.abc import Callable
 import numpy as np
 
 from tandem.control.admission import (
+    DEFAULT_AGING_TOKENS_PER_S,
     NO_HORIZON_TOKENS,
+    admission_priority,
     can_admit,
     fits_predicted,
     next_step_overflows,
@@ -80,6 +82,8 @@ class DecodeInstance:
         predictive_admission: bool = False,
         record_itl: bool = False,
         admission_max_wait_s: float = math.inf,
+        admission_order: str = "fcfs",
+        aging_tokens_per_s: float = DEFAULT_AGING_TOKENS_PER_S,
     ) -> None:
         self.instance_id = instance_id
         self.cost = cost
@@ -94,6 +98,8 @@ class DecodeInstance:
         self._exact = exact
         self._predictive_admission = predictive_admission
         self._admission_max_wait_s = admission_max_wait_s
+        self._shortest_first = admission_order == "shortest-predicted"
+        self._aging = aging_tokens_per_s
         # When the head of the queue, held back by predictive admission, may no longer be.
         self._held_until_s: float | None = None
         # Migrations on their way here: request index -> (request, KV tokens reserved for it).
@@ -344,9 +350,25 @@ class DecodeInstance:
         """The placement policy chose this instance for ``request``."""
         request.decode_instance = self.instance_id
         request.waiting_since_s = now_s
-        self._waiting.append(request)
+        predictor = self.predictor
+        if self._shortest_first and predictor is not None and predictor.enabled:
+            self._enqueue_by_priority(request, predictor)
+        else:
+            self._waiting.append(request)
         self._waiting_tokens += request.need_tokens
         self._kick(now_s)
+
+    def _enqueue_by_priority(self, request: SimRequest, predictor: PredictionSource) -> None:
+        """Insert ``request`` into the waiting queue by ``admission_priority`` (its arrival and
+        predicted remaining tokens, both fixed while it waits, so the queue stays sorted)."""
+        remaining = predictor.remaining_many([request], [request.generated])[0]
+        key = admission_priority(request.arrival_s, remaining, self._aging)
+        request.admit_key = key
+        waiting = self._waiting
+        position = len(waiting)
+        while position > 0 and waiting[position - 1].admit_key > key:
+            position -= 1
+        waiting.insert(position, request)
 
     def transfer_done(self, request: SimRequest, now_s: float) -> None:
         """The request's KV has arrived; it joins at the next step boundary."""
@@ -589,6 +611,7 @@ class DecodeInstance:
             if self._itl_joining.pop(index, None) is None:
                 victim.last_token_s = now_s  # it ran a step here; a joiner ran none
             victim.waiting_since_s = now_s
+            victim.admit_key = -math.inf  # resumes first, in any order of the queue
             self._waiting.appendleft(victim)
             self._waiting_tokens += victim.need_tokens
 

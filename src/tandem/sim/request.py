@@ -29,6 +29,7 @@ class SimRequest:
         "waiting_since_s",
         "prefix_hashes",
         "cached_tokens",
+        "admit_key",
     )
 
     def __init__(
@@ -72,6 +73,9 @@ class SimRequest:
         self.prefix_hashes = prefix_hashes
         #: Prompt tokens its prefill skipped, found in its prefill instance's prefix cache.
         self.cached_tokens = 0
+        #: Its place in a decode waiting queue ordered by ``control.admission
+        #: .admission_priority`` (smallest first; ``-inf``: resumes first after a preemption).
+        self.admit_key = 0.0
 
     @property
     def kv_tokens(self) -> int:

@@ -1,6 +1,6 @@
 """Deterministic transforms of a workload: rate scaling, time window, length capping and scaling,
-request-count limit, repetition (to build long streams from a short trace) and span (a window
-that repeats the trace when it is too short).
+request-count limit, repetition (to build long streams from a short trace), span (a window
+that repeats the trace when it is too short) and rotation (the same trace from another start).
 
 Each returns a new ``Workload``; request ids are renumbered 0..n-1 in arrival order, and the
 transform is recorded in ``notes`` so a result says how it was made.
@@ -111,3 +111,26 @@ def span(w: Workload, seconds: float) -> Workload:
     if w.duration_s > 0 and seconds > w.duration_s:
         w = repeat(w, math.ceil(seconds / w.duration_s))
     return time_window(w, 0.0, seconds)
+
+
+def rotate(w: Workload, start_s: float) -> Workload:
+    """``w`` from ``start_s`` on, then its beginning: the requests before ``start_s`` follow the
+    last one, one mean gap after it (as ``repeat`` joins copies). Another sample of the same
+    trace for a second seed, with every request kept."""
+    if not (math.isfinite(start_s) and start_s >= 0):
+        raise ConfigError(f"rotation start must be a finite number >= 0 s, got {start_s}")
+    if not w.requests or start_s == 0:
+        return w
+    first = w.requests[0].arrival_s
+    start = first + start_s % max(w.duration_s, 1e-9)
+    later = [r for r in w.requests if r.arrival_s >= start]
+    earlier = [r for r in w.requests if r.arrival_s < start]
+    if not later or not earlier:
+        return w
+    gap = w.duration_s / max(1, len(w) - 1)
+    shift = later[-1].arrival_s + gap - first
+    requests = [dataclasses.replace(r, arrival_s=r.arrival_s - start + first) for r in later]
+    requests += [
+        dataclasses.replace(r, arrival_s=r.arrival_s + shift - start + first) for r in earlier
+    ]
+    return _renumber(w, requests, f"rotated to start at {start_s:g} s")
