@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tandem.control.admission import ADMISSION_ORDERS, DEFAULT_AGING_TOKENS_PER_S
+from tandem.control.ares import AresPlacement
 from tandem.control.policies import (
     DecodePlacementPolicy,
     DecodeRescheduler,
@@ -47,9 +48,11 @@ from tandem.control.policies import (
 from tandem.control.views import NewRequestView
 from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
+from tandem.sim import decode as decode_module
 from tandem.sim.decode import DecodeInstance
 from tandem.sim.events import Clock, EventQueue, Priority
 from tandem.sim.migration import MigrationManager, MigrationStats
+from tandem.sim.placement_rows import PlacementRows
 from tandem.sim.prediction import PredictionSource, check_prediction_spec
 from tandem.sim.prefill import PrefillInstance
 from tandem.sim.prefix_cache import DEFAULT_BLOCK_TOKENS, PrefixCache, live_prefix_blocks
@@ -219,6 +222,13 @@ class Simulator:
             )
             for i in range(config.num_decode)
         ]
+        # ``ares`` placement on arrays, re-reading only the instances that changed (the same
+        # choices; ``decode.VECTORISED = False``: every instance read at every placement).
+        self._placement_rows = (
+            PlacementRows(self.decode, self.clock, self.placement)
+            if decode_module.VECTORISED and type(self.placement) is AresPlacement
+            else None
+        )
         self.num_done = 0
         self.migrations: MigrationManager | None = None
         self.predictor = PredictionSource("none")
@@ -283,7 +293,9 @@ class Simulator:
                 request.prompt_tokens,
                 None if predicted is None else predicted + 1,
             )
-            self.decode[self.placement.choose(view, self.decode)].place(request, now_s)
+            rows = self._placement_rows
+            chosen = self.placement.choose(view, self.decode) if rows is None else rows.choose(view)
+            self.decode[chosen].place(request, now_s)
         if instance.queue:
             self._start_prefill(instance, now_s)
 

@@ -115,6 +115,9 @@ class DecodeInstance:
         self._arr_index = np.zeros(size, np.int64)
         self._arr_prompt = np.zeros(size, np.int64)
         self._arr_base = np.zeros(size, np.int64)
+        # When each joined (a count): sorting by it gives the order of ``_running``.
+        self._arr_seq = np.zeros(size, np.int64)
+        self._joins = 0
         self._slot: dict[int, int] = {}
         self._finish_heap: list[tuple[int, int]] = []  # (finish step, request index)
         self._waiting: deque[SimRequest] = deque()
@@ -160,6 +163,9 @@ class DecodeInstance:
         self._proj_growing = 0
         self._proj_terms: dict[int, tuple[float, bool]] = {}
         self._proj_unscored: dict[int, SimRequest] = {}
+        #: Set by ``sim.placement_rows``: where to note that this instance's placement inputs
+        #: may have changed (any change but time passing within a step).
+        self.changed: set[int] | None = None
 
     # -- views (as of the clock's now: the same in fast-forward and exact modes) -----------------
 
@@ -238,11 +244,31 @@ class DecodeInstance:
             self._proj_sum = 0.0
             self._proj_growing = 0
             self._proj_terms.clear()
-            self._proj_unscored = dict(self._running)
+            self._touch()
+            if VECTORISED and len(self._running) >= 32:
+                self._score_all(steps, horizon_tokens)
+            else:
+                self._proj_unscored = dict(self._running)
         if self._proj_unscored:
+            self._touch()
             self._score(list(self._proj_unscored.values()), steps, horizon_tokens)
             self._proj_unscored.clear()
         return self._proj_sum + self._proj_growing * (steps - self._proj_ref)
+
+    def _touch(self) -> None:
+        if self.changed is not None:
+            self.changed.add(self.instance_id)
+
+    def placement_row(self, horizon_tokens: int) -> tuple[int, int, int, float | None, float]:
+        """KV used, KV pending, requests running or pending, projected KV, and the time until
+        which they hold unless ``changed`` is told otherwise (the next step's end)."""
+        return (
+            self.kv_used_tokens,
+            self.kv_pending_tokens,
+            len(self._running) + self.num_pending,
+            self.projected_kv_tokens(horizon_tokens),
+            self._cache_next_s if self._busy else math.inf,
+        )
 
     def _score(self, requests: list[SimRequest], steps: int, horizon: int) -> None:
         if not VECTORISED or len(requests) < 32:  # below that, numpy's overhead costs more
@@ -263,6 +289,25 @@ class DecodeInstance:
         self._proj_growing += int(np.count_nonzero(growing))
         # Summed in order, as one request at a time (``cumsum`` adds sequentially).
         self._proj_sum = float(np.cumsum(np.concatenate(([self._proj_sum], terms)))[-1])
+        pairs = zip(terms.tolist(), growing.tolist(), strict=True)
+        self._proj_terms.update(zip(index.tolist(), pairs, strict=True))
+
+    def _score_all(self, steps: int, horizon: int) -> None:
+        """``_score`` of the whole running batch on a rebuild, from the batch's arrays instead
+        of the requests (the same values: the same order, that of ``_running``)."""
+        self._proj_unscored.clear()
+        n = len(self._running)
+        order = np.argsort(self._arr_seq[:n])
+        index = self._arr_index[:n][order]
+        generated = self._arr_base[:n][order] + steps
+        assert self.predictor is not None
+        remaining = self.predictor.remaining_array(index, generated)
+        growing = remaining > horizon
+        terms = (self._arr_prompt[:n][order] + generated) + np.where(
+            growing, float(horizon), remaining
+        )
+        self._proj_growing = int(np.count_nonzero(growing))
+        self._proj_sum = float(np.cumsum(np.concatenate(([0.0], terms)))[-1])
         pairs = zip(terms.tolist(), growing.tolist(), strict=True)
         self._proj_terms.update(zip(index.tolist(), pairs, strict=True))
 
@@ -349,6 +394,7 @@ class DecodeInstance:
         except ValueError:
             return False
         self._waiting_tokens -= request.need_tokens
+        self._touch()
         return True
 
     def can_reserve(self, tokens: int) -> bool:
@@ -372,6 +418,7 @@ class DecodeInstance:
 
     def release(self, tokens: int, request: SimRequest | None = None) -> None:
         self.kv_reserved_tokens -= tokens
+        self._touch()
         if request is not None:
             self._incoming.pop(request.index, None)
 
@@ -418,6 +465,7 @@ class DecodeInstance:
 
     def _kick(self, now_s: float) -> None:
         """Something arrived: act now if idle, else make sure we wake at the next boundary."""
+        self._touch()
         if not self._busy:
             self._boundary(now_s, 0)
             return
@@ -433,6 +481,7 @@ class DecodeInstance:
     # -- a step boundary ----------------------------------------------------------------------
 
     def _boundary(self, now_s: float, k: int) -> None:
+        self._touch()
         if self._busy:
             self.steps += k
             self._kv_tokens += k * len(self._running)
@@ -509,12 +558,14 @@ class DecodeInstance:
     def _arr_add(self, request: SimRequest) -> None:
         n = len(self._slot)
         if n == self._arr_index.size:
-            for name in ("_arr_index", "_arr_prompt", "_arr_base"):
+            for name in ("_arr_index", "_arr_prompt", "_arr_base", "_arr_seq"):
                 setattr(self, name, np.concatenate((getattr(self, name), np.zeros(n, np.int64))))
         self._slot[request.index] = n
         self._arr_index[n] = request.index
         self._arr_prompt[n] = request.prompt_tokens
         self._arr_base[n] = request.gen_at_join - request.join_step
+        self._joins += 1
+        self._arr_seq[n] = self._joins
 
     def _arr_remove(self, index: int) -> None:
         slot = self._slot.pop(index)
@@ -525,6 +576,7 @@ class DecodeInstance:
             self._arr_index[slot] = moved
             self._arr_prompt[slot] = self._arr_prompt[last]
             self._arr_base[slot] = self._arr_base[last]
+            self._arr_seq[slot] = self._arr_seq[last]
 
     def _preempt_if_needed(self, now_s: float) -> None:
         running = self._running
