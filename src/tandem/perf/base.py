@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tandem.perf.ranges import Usage
+    from tandem.perf.ranges import MeasuredSpans, Usage
 
 
 class CostModel(ABC):
@@ -80,3 +80,10 @@ class CostModel(ABC):
         """How ``usage`` leaves the range the model was measured on, one phrase each; empty
         when it stays inside, or when the model has no measured range (roofline)."""
         return []
+
+    def measured_spans(self) -> MeasuredSpans:
+        """What was measured, per quantity a plot can put on an axis (for shading the rest);
+        unlimited when the model has no measured range (roofline)."""
+        from tandem.perf.ranges import MeasuredSpans
+
+        return MeasuredSpans()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tandem.errors import ConfigError
 from tandem.perf.instance import InstanceCostModel, InstanceSpec
-from tandem.perf.ranges import MeasuredRange, Usage, WarnOnce, range_excesses
+from tandem.perf.ranges import MeasuredRange, MeasuredSpans, Usage, WarnOnce, range_excesses
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +152,6 @@ class FittedCostModel(InstanceCostModel):
 
     def extrapolations(self, usage: Usage) -> list[str]:
         return range_excesses(self.measured_range, usage)
+
+    def measured_spans(self) -> MeasuredSpans:
+        return MeasuredSpans.of_range(self.measured_range)

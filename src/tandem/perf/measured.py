@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from tandem.errors import ConfigError
 from tandem.perf.base import CostModel
-from tandem.perf.ranges import Usage, WarnOnce
+from tandem.perf.ranges import MeasuredSpans, Usage, WarnOnce
 
 #: Default decode CUDA-graph capture sizes: SGLang's (``cuda_graph_runner``, without speculative
 #: decoding, plus the 160-256 range it adds on GPUs over 90 GB such as the H200) and vLLM's
@@ -211,6 +211,12 @@ class MeasuredCostModel(CostModel):
         return self.link_latency_s + (
             num_tokens * self.kv_bytes_per_token / self.link_bandwidth_bytes_per_s
         )
+
+    def measured_spans(self) -> MeasuredSpans:
+        """The tables' input lengths and batch sizes (no context dimension: unlimited)."""
+        lengths = [p.input_len_tokens for p in self.prefill_points]
+        batches = [p.batch_size for p in self.tpot_points]
+        return MeasuredSpans((lengths[0], lengths[-1]), (batches[0], batches[-1]))
 
     def extrapolations(self, usage: Usage) -> list[str]:
         """Prompts outside the measured input lengths, decode batches outside the TPOT

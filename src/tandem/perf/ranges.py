@@ -58,6 +58,31 @@ class MeasuredRange:
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuredSpans:
+    """The measured ``(lowest, highest)`` of each quantity a plot can put on an axis: prompt
+    tokens (batch of one), decode batch size, context tokens per request. ``None`` at either
+    end: not limited there (or not measured: a roofline model has no spans)."""
+
+    prompt_tokens: tuple[float | None, float | None] = (None, None)
+    decode_batch_size: tuple[float | None, float | None] = (None, None)
+    context_tokens_per_request: tuple[float | None, float | None] = (None, None)
+
+    @classmethod
+    def of_range(cls, r: MeasuredRange) -> MeasuredSpans:
+        return cls(
+            (None, r.max_prompt_tokens),
+            (r.min_decode_batch_size, r.max_decode_batch_size),
+            (None, r.max_context_tokens_per_request),
+        )
+
+
+def outside(span: tuple[float | None, float | None], value: float) -> bool:
+    """Whether ``value`` lies outside a measured ``span``."""
+    lo, hi = span
+    return (lo is not None and value < lo) or (hi is not None and value > hi)
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     """What a plan or a simulated run asked of a cost model: the extremes of the quantities a
     measured range limits (``None``: not asked). ``CostModel.extrapolations`` compares them
