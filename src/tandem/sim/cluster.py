@@ -160,8 +160,7 @@ class ClusterConfig:
             )
         if self.admission_order != "fcfs" and self.prediction == "none":
             raise ConfigError(
-                f"admission order '{self.admission_order}' needs a prediction source "
-                "(--prediction)"
+                f"admission order '{self.admission_order}' needs a prediction source (--prediction)"
             )
         if self.admission == "predictive" and self.prediction == "none":
             raise ConfigError("predictive admission needs a prediction source (--prediction)")
