@@ -202,11 +202,13 @@ def run_cell(
     max_goodput: bool = False,
     start_scale: float = 1.0,
     timelines: dict[str, SimResult] | None = None,
+    rel_tol: float = 0.05,
 ) -> dict[str, Any]:
     """All policies at the load where round-robin just meets 90% attainment (and, with
-    ``max_goodput``, each policy's highest such load and all policies at ``ares``'s)."""
+    ``max_goodput``, each policy's highest such load and all policies at ``ares``'s). The load
+    searches stop when they bracket the answer within ``rel_tol`` (a share of it)."""
     base = find_max_rate_scale(
-        attainment_at(setup, "round-robin"), start=start_scale, rel_tol=0.05, growth=_GROWTH
+        attainment_at(setup, "round-robin"), start=start_scale, rel_tol=rel_tol, growth=_GROWTH
     )
     scale = base.rate_scale if base.rate_scale > 0 else start_scale
     out: dict[str, Any] = _at_load(setup, policies, scale, timelines)
@@ -217,7 +219,7 @@ def run_cell(
         return out
     for policy in policies:
         found = find_max_rate_scale(
-            attainment_at(setup, policy), start=scale, rel_tol=0.05, growth=_GROWTH
+            attainment_at(setup, policy), start=scale, rel_tol=rel_tol, growth=_GROWTH
         )
         out["policies"][policy]["max_goodput_rps"] = found.rate_scale * setup.base_rate_rps
         out["policies"][policy]["max_goodput_scale"] = found.rate_scale
