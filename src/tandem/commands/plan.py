@@ -463,9 +463,9 @@ DEMO_SLO = "ttft=5s,tpot=100ms"
 DEMO_TTFT_PERCENTILE = 90.0
 
 
-def print_demo_plan() -> str:
+def print_demo_plan() -> tuple[Plan, PlanRequest]:
     """Print the paper's steps and the improved plan for the demo workload (no simulation);
-    return the plan in a few words (``3P12D for 17 req/s, SLO ...``) for the demo's story."""
+    return the plan and its request, which the demo's policy comparison builds on."""
     req, _ = _request(
         DEMO_WORKLOAD, None, None, None, None, DEMO_SLO, DEMO_TTFT_PERCENTILE, DEMO_PROFILE,
         None, None, None, None, "mg1", "shared",
@@ -478,7 +478,4 @@ def print_demo_plan() -> str:
         f"{DEMO_PROFILE}, SLO {DEMO_SLO} (p{DEMO_TTFT_PERCENTILE:g} TTFT)"
     )
     _print_steps(plan, req)
-    return (
-        f"{plan.num_prefill}P{plan.num_decode}D for {req.rate_rps:.3g} req/s, SLO {DEMO_SLO} "
-        f"at p{DEMO_TTFT_PERCENTILE:g} TTFT"
-    )
+    return plan, req
