@@ -232,7 +232,7 @@ class AresRescheduler(DecodeRescheduler):
 
     def __init__(
         self,
-        interval_s: float = 0.5,
+        interval_s: float = 0.25,
         horizon_tokens: int = 1024,
         high_watermark: float = 1.0,
         min_remaining_tokens: int = 64,
