@@ -24,8 +24,9 @@ def test_every_excess_of_a_fitted_range_is_named_and_nothing_inside_is() -> None
     assert "decode batch of 1 below the measured min 2" in out
 
 
-def test_measured_tables_flag_prompts_and_batches_outside_their_points() -> None:
-    model = MeasuredCostModel(
+def _one_prompt_table() -> MeasuredCostModel:
+    """A measured-tables profile: one prompt length (6,144), decode batches 10-60."""
+    return MeasuredCostModel(
         name="m",
         model="x",
         hardware="y",
@@ -36,6 +37,10 @@ def test_measured_tables_flag_prompts_and_batches_outside_their_points() -> None
         kv_bytes_per_token=1,
         kv_capacity_tokens=10**6,
     )
+
+
+def test_measured_tables_flag_prompts_and_batches_outside_their_points() -> None:
+    model = _one_prompt_table()
     assert model.extrapolations(Usage(6144, 6144, None, 10, 60, 1e6)) == []
     assert model.extrapolations(Usage(100, 6144, None, 8, 60, None)) == [
         "prompt lengths 100-6,144 tokens, measured at 6,144 only",
@@ -84,17 +89,7 @@ def test_cost_model_plot_shades_what_the_profile_did_not_measure() -> None:
     fig = cost_model_figure(unlimited)
     assert all(shaded(ax) == [] for ax in fig.axes)
     plt.close(fig)
-    table = MeasuredCostModel(  # a measured-tables profile: one prompt length, batches 10-60
-        name="m",
-        model="x",
-        hardware="y",
-        num_gpus=1,
-        prefill_points=(PrefillPoint(6144, 28300.0),),
-        overhead_s=0.1,
-        tpot_points=(DecodePoint(10, 0.0128), DecodePoint(60, 0.0262)),
-        kv_bytes_per_token=1,
-        kv_capacity_tokens=10**6,
-    )
+    table = _one_prompt_table()
     fig = cost_model_figure(table)
     assert [x[:2] for x in shaded(fig.axes[0])] == [(64, 6144), (6144, 8192)]
     assert [x[:2] for x in shaded(fig.axes[1])] == [(1, 10), (60, 256)]

@@ -121,14 +121,19 @@ class AresPlacement(DecodePlacementPolicy):
     def __init__(self, horizon_tokens: int = 1024) -> None:
         self.horizon_tokens = horizon_tokens
 
-    def choose(self, request: NewRequestView, instances: Sequence[DecodeInstanceView]) -> int:
+    def _newcomer(self, request: NewRequestView) -> tuple[int, float]:
+        """The newcomer's KV now (prompt plus its first token) and with its predicted growth
+        over the horizon."""
         new_rem = (
             request.predicted_output_tokens - 1
             if request.predicted_output_tokens is not None
             else 0.0
         )
         need_now = request.prompt_tokens + 1
-        new_kv = need_now + min(new_rem, self.horizon_tokens)
+        return need_now, need_now + min(new_rem, self.horizon_tokens)
+
+    def choose(self, request: NewRequestView, instances: Sequence[DecodeInstanceView]) -> int:
+        need_now, new_kv = self._newcomer(request)
         scores = []
         for d in instances:
             busy = d.num_running + d.num_pending
@@ -159,13 +164,7 @@ class AresPlacement(DecodePlacementPolicy):
         pending, projected KV (NaN for ``None``), KV capacity and batch limit: the same choice
         (the same float operations, and the first of equal scores), without reading every
         instance in Python (``tandem.sim.placement_rows`` keeps the arrays)."""
-        new_rem = (
-            request.predicted_output_tokens - 1
-            if request.predicted_output_tokens is not None
-            else 0.0
-        )
-        need_now = request.prompt_tokens + 1
-        new_kv = need_now + min(new_rem, self.horizon_tokens)
+        need_now, new_kv = self._newcomer(request)
         waits = (used + pending + need_now > capacity) | (busy >= max_batch)
         load = np.where(
             np.isnan(projected),
