@@ -185,3 +185,19 @@ def test_the_default_window_is_said(tmp_path: Path) -> None:
     assert "azure-code: window 600 s of arrivals (memory-weighted mean lifetime" in result.output
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["workloads"]["azure-code/1P1D"]["window_s"] == 600.0
+
+
+def test_output_scale_lengthens_every_answer_and_bad_values_are_refused(tmp_path: Path) -> None:
+    args = ["experiment", "rescheduling", "--workloads", "azure-code", "--decode", "1"]
+    args += ["--window-s", "5", "--policies", "round-robin", "--out-dir", str(tmp_path)]
+    runs = {}
+    for scale in ("1", "3"):
+        result = CliRunner().invoke(app, [*args, "--output-scale", scale, "--json"])
+        assert result.exit_code == 0, result.output
+        runs[scale] = json.loads(result.output)
+    assert runs["3"]["output_scale"] == 3.0
+    one = runs["1"]["workloads"]["azure-code/1P1D"]["policies"]["round-robin"]
+    three = runs["3"]["workloads"]["azure-code/1P1D"]["policies"]["round-robin"]
+    assert three != one  # three times the answers: another run
+    bad = CliRunner().invoke(app, [*args, "--output-scale", "0"])
+    assert bad.exit_code != 0 and "--output-scale must be" in str(bad.exception)

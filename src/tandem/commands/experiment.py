@@ -23,6 +23,7 @@ from tandem.metrics.serving import SLO_HELP, parse_slo
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
 from tandem.workload import load_workload
+from tandem.workload.transforms import scale_lengths
 
 app = typer.Typer(help="End-to-end policy comparisons in the simulator.", no_args_is_help=True)
 
@@ -64,7 +65,17 @@ def rescheduling(
         "--num-prompts",
         help="Synthetic workload: requests drawn before the window repeats them [default: 1000].",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic workload."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Seed of the synthetic workload, of the prediction errors and of where the trace "
+        "starts (seed s replays it from s/3 of its length).",
+    ),
+    output_scale: float = typer.Option(
+        1.0,
+        "--output-scale",
+        help="Multiply every request's output length (longer answers: more decode memory).",
+    ),
     decode: str = typer.Option("16,64", "--decode", help="Decode-cluster sizes, comma-separated."),
     prefill_ratio: float = typer.Option(
         1.0,
@@ -115,6 +126,8 @@ def rescheduling(
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]}; known: {', '.join(POLICIES)}")
+    if not (math.isfinite(output_scale) and output_scale > 0):
+        raise ConfigError(f"--output-scale must be a finite number > 0, got {output_scale}")
     if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
         raise ConfigError(f"--window-s must be positive, got {window_s}")
     if not (math.isfinite(prefill_ratio) and prefill_ratio > 0):
@@ -125,7 +138,12 @@ def rescheduling(
         raise ConfigError(f"--chunk-tokens must be >= 1, got {chunk_tokens}")
     checked_prefix_cache(prefix_cache_tokens)
     cost = get_profile(profile)
-    results: dict[str, Any] = {"profile": profile, "workloads": {}}
+    results: dict[str, Any] = {
+        "profile": profile,
+        "seed": seed,
+        "output_scale": output_scale,
+        "workloads": {},
+    }
     if chunk_tokens is not None:
         results["chunk_tokens"] = chunk_tokens
     if prefix_cache_tokens is not None:
@@ -146,6 +164,8 @@ def rescheduling(
     for workload_name in workload_names:
         slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
         trace = flags.workload(seed) if workload_name == RANDOM else load_workload(workload_name)
+        if output_scale != 1.0:
+            trace = scale_lengths(trace, output_factor=output_scale)
         window = window_s
         if window is None:  # long enough for decode memory to reach its steady level
             estimate = steady_window_s(trace, cost)
@@ -168,6 +188,7 @@ def rescheduling(
                 window,
                 chunk_tokens,
                 prefix_cache_tokens,
+                seed=seed,
             )
             start = num_decode * per_decode if per_decode else num_decode / 16
             timelines: dict[str, SimResult] = {}
