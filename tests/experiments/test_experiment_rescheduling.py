@@ -182,7 +182,7 @@ def test_the_default_window_is_said(tmp_path: Path) -> None:
     args += ["--policies", "round-robin", "--out-dir", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "azure-code: window 600 s of arrivals (memory-weighted mean lifetime" in result.output
+    assert "azure-code: window 600 s of arrivals (memory-weighted mean" in result.output
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["workloads"]["azure-code/1P1D"]["window_s"] == 600.0
 
@@ -201,3 +201,18 @@ def test_output_scale_lengthens_every_answer_and_bad_values_are_refused(tmp_path
     assert three != one  # three times the answers: another run
     bad = CliRunner().invoke(app, [*args, "--output-scale", "0"])
     assert bad.exit_code != 0 and "--output-scale must be" in str(bad.exception)
+
+
+def test_extrapolation_is_one_line_not_a_python_warning(tmp_path: Path) -> None:
+    """servegen-r1 has prompts past llama2-70b's measured 8,192 tokens: said once, in words,
+    and in results.json, without a Python warning's source line."""
+    args = ["experiment", "rescheduling", "--workloads", "servegen-r1", "--decode", "1"]
+    args += ["--profile", "llama2-70b_a100_tp2", "--window-s", "60"]
+    args += ["--policies", "round-robin", "--out-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [x for x in result.stderr.splitlines() if "extrapolat" in x]
+    assert len(lines) == 1 and lines[0].startswith("warning: extrapolated beyond")
+    assert "llama2-70b_a100_tp2" in lines[0] and "prefill.py" not in result.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["extrapolated"] == [lines[0].split(": ", 2)[2]]

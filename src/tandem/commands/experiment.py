@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from tandem.commands._prefix_cache import NAME as PREFIX_NAME
 from tandem.commands._prefix_cache import checked as checked_prefix_cache
 from tandem.commands._synthetic import HELP as RANDOM_HELP
 from tandem.commands._synthetic import RANDOM, RandomFlags
+from tandem.commands.simulate import warn_extrapolated
 from tandem.errors import ConfigError
 from tandem.experiments.rescheduling import POLICIES, Setup, run_cell, steady_window_s
 from tandem.metrics.serving import SLO_HELP, parse_slo
+from tandem.perf.ranges import OutOfMeasuredRangeWarning
 from tandem.perf.registry import get_profile
 from tandem.sim import SimResult
 from tandem.workload import load_workload
@@ -161,61 +164,79 @@ def rescheduling(
         raise ConfigError("the synthetic-workload options need 'random' in --workloads")
     if RANDOM in workload_names and (request_rate is None or not math.isfinite(request_rate)):
         raise ConfigError("--workloads random needs a finite --request-rate (its base load)")
-    for workload_name in workload_names:
-        slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
-        trace = flags.workload(seed) if workload_name == RANDOM else load_workload(workload_name)
-        if output_scale != 1.0:
-            trace = scale_lengths(trace, output_factor=output_scale)
-        window = window_s
-        if window is None:  # long enough for decode memory to reach its steady level
-            estimate = steady_window_s(trace, cost)
-            window = estimate.window_s
-            if not as_json:
-                typer.echo(
-                    f"{workload_name}: window {window:.0f} s of arrivals (memory-weighted mean "
-                    f"lifetime {estimate.lifetime_s:.0f} s: {estimate.weighted_output_tokens:.0f} "
-                    f"tokens x {estimate.step_s * 1e3:.1f} ms a step)"
+    # A profile asked outside its measured range warns once; said as one line each at the end
+    # (and in the JSON), not as Python warnings with source lines.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OutOfMeasuredRangeWarning)
+        for workload_name in workload_names:
+            slo = slo_text or DEFAULT_SLOS.get(workload_name, "ttft=2s,tpot=100ms")
+            trace = (
+                flags.workload(seed) if workload_name == RANDOM else load_workload(workload_name)
+            )
+            if output_scale != 1.0:
+                trace = scale_lengths(trace, output_factor=output_scale)
+            window = window_s
+            if window is None:  # long enough for decode memory to reach its steady level
+                estimate = steady_window_s(trace, cost)
+                window = estimate.window_s
+                if not as_json:
+                    weighted = estimate.weighted_output_tokens
+                    typer.echo(
+                        f"{workload_name}: window {window:.0f} s of arrivals (memory-weighted "
+                        f"mean lifetime {estimate.lifetime_s:.0f} s: {weighted:.0f} tokens x "
+                        f"{estimate.step_s * 1e3:.1f} ms a step)"
+                    )
+            per_decode: float | None = None  # load per decode instance found on a smaller cluster
+            for num_decode in parse_positive_ints(decode, "--decode"):
+                num_prefill = max(1, round(num_decode * prefill_ratio))
+                setup = Setup(
+                    trace,
+                    cost,
+                    num_prefill,
+                    num_decode,
+                    parse_slo(slo),
+                    window,
+                    chunk_tokens,
+                    prefix_cache_tokens,
+                    seed=seed,
                 )
-        per_decode: float | None = None  # load per decode instance found on a smaller cluster
-        for num_decode in parse_positive_ints(decode, "--decode"):
-            num_prefill = max(1, round(num_decode * prefill_ratio))
-            setup = Setup(
-                trace,
-                cost,
-                num_prefill,
-                num_decode,
-                parse_slo(slo),
-                window,
-                chunk_tokens,
-                prefix_cache_tokens,
-                seed=seed,
-            )
-            start = num_decode * per_decode if per_decode else num_decode / 16
-            timelines: dict[str, SimResult] = {}
-            cell = run_cell(
-                setup, names, max_goodput=max_goodput, start_scale=start, timelines=timelines
-            )
-            per_decode = cell["rate_scale"] / num_decode
-            cell.update(
-                {
-                    "slo": slo,
-                    "num_prefill": num_prefill,
-                    "num_decode": num_decode,
-                    "window_s": window,
-                }
-            )
-            key = f"{workload_name}/{num_prefill}P{num_decode}D"
-            results["workloads"][key] = cell
-            _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")
-            tables.append(_table(key, _load_label(cell), cell, slo))
-            if "at_ares_max" in cell:
-                top = "ares" if "ares" in names else "ares-oracle"
-                label = f"{top}'s 90% load"
-                if cell["policies"][top].get("max_goodput_capped"):
-                    label = f"the search's cap: {top} still met 90% there"
-                tables.append(_table(key, label, cell["at_ares_max"], slo))
-            # Written after every cell, so a long run keeps what it has finished.
-            (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+                start = num_decode * per_decode if per_decode else num_decode / 16
+                timelines: dict[str, SimResult] = {}
+                cell = run_cell(
+                    setup, names, max_goodput=max_goodput, start_scale=start, timelines=timelines
+                )
+                per_decode = cell["rate_scale"] / num_decode
+                cell.update(
+                    {
+                        "slo": slo,
+                        "num_prefill": num_prefill,
+                        "num_decode": num_decode,
+                        "window_s": window,
+                    }
+                )
+                key = f"{workload_name}/{num_prefill}P{num_decode}D"
+                results["workloads"][key] = cell
+                _plot_pair(timelines, out_dir / f"kv_{workload_name}_{num_decode}D.png")
+                tables.append(_table(key, _load_label(cell), cell, slo))
+                if "at_ares_max" in cell:
+                    top = "ares" if "ares" in names else "ares-oracle"
+                    label = f"{top}'s 90% load"
+                    if cell["policies"][top].get("max_goodput_capped"):
+                        label = f"the search's cap: {top} still met 90% there"
+                    tables.append(_table(key, label, cell["at_ares_max"], slo))
+                # Written after every cell, so a long run keeps what it has finished.
+                (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    extrapolated: list[str] = []
+    for w in caught:
+        if issubclass(w.category, OutOfMeasuredRangeWarning):
+            if str(w.message) not in extrapolated:
+                extrapolated.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if extrapolated:
+        results["extrapolated"] = extrapolated
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+        warn_extrapolated(extrapolated)
     if as_json:
         print_json(results)
         return
