@@ -279,6 +279,29 @@ class DecodeInstance:
         generated = np.fromiter((r.gen_at_join - r.join_step for r in requests), np.int64, n)
         generated += steps
         prompt = np.fromiter((r.prompt_tokens for r in requests), np.int64, n)
+        self._score_arrays(index, prompt, generated, steps, horizon)
+
+    def _score_all(self, steps: int, horizon: int) -> None:
+        """``_score`` of the whole running batch on a rebuild, from the batch's arrays instead
+        of the requests (the same values: the same order, that of ``_running``)."""
+        self._proj_unscored.clear()
+        n = len(self._running)
+        order = np.argsort(self._arr_seq[:n])
+        generated = self._arr_base[:n][order] + steps
+        self._score_arrays(
+            self._arr_index[:n][order], self._arr_prompt[:n][order], generated, steps, horizon
+        )
+
+    def _score_arrays(
+        self,
+        index: np.ndarray,
+        prompt: np.ndarray,
+        generated: np.ndarray,
+        steps: int,
+        horizon: int,
+    ) -> None:
+        """Add the projected-KV terms of the requests ``index`` (prompts, tokens generated as
+        of ``steps``), in that order."""
         assert self.predictor is not None
         remaining = self.predictor.remaining_array(index, generated)
         back = steps - self._proj_ref  # growing terms are stored as of the reference step
@@ -289,25 +312,6 @@ class DecodeInstance:
         self._proj_growing += int(np.count_nonzero(growing))
         # Summed in order, as one request at a time (``cumsum`` adds sequentially).
         self._proj_sum = float(np.cumsum(np.concatenate(([self._proj_sum], terms)))[-1])
-        pairs = zip(terms.tolist(), growing.tolist(), strict=True)
-        self._proj_terms.update(zip(index.tolist(), pairs, strict=True))
-
-    def _score_all(self, steps: int, horizon: int) -> None:
-        """``_score`` of the whole running batch on a rebuild, from the batch's arrays instead
-        of the requests (the same values: the same order, that of ``_running``)."""
-        self._proj_unscored.clear()
-        n = len(self._running)
-        order = np.argsort(self._arr_seq[:n])
-        index = self._arr_index[:n][order]
-        generated = self._arr_base[:n][order] + steps
-        assert self.predictor is not None
-        remaining = self.predictor.remaining_array(index, generated)
-        growing = remaining > horizon
-        terms = (self._arr_prompt[:n][order] + generated) + np.where(
-            growing, float(horizon), remaining
-        )
-        self._proj_growing = int(np.count_nonzero(growing))
-        self._proj_sum = float(np.cumsum(np.concatenate(([0.0], terms)))[-1])
         pairs = zip(terms.tolist(), growing.tolist(), strict=True)
         self._proj_terms.update(zip(index.tolist(), pairs, strict=True))
 
