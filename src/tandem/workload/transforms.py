@@ -20,6 +20,12 @@ def _renumber(w: Workload, requests: list[Request], note: str) -> Workload:
     return Workload(w.name, out, (*w.notes, note))
 
 
+def _mean_gap(w: Workload) -> float:
+    """The mean time between arrivals: what ``repeat`` and ``rotate`` leave between the last
+    request of one pass and the first of the next."""
+    return w.duration_s / max(1, len(w) - 1)
+
+
 def scale_rate(w: Workload, factor: float) -> Workload:
     """Multiply the arrival rate by ``factor`` (divide every arrival time by it)."""
     if not (math.isfinite(factor) and factor > 0):
@@ -97,7 +103,7 @@ def repeat(w: Workload, times: int) -> Workload:
         raise ConfigError(f"repeat count must be >= 1, got {times}")
     if times == 1 or not w.requests:
         return w
-    span = w.duration_s + (w.duration_s / max(1, len(w) - 1))
+    span = w.duration_s + _mean_gap(w)
     requests = [
         dataclasses.replace(r, arrival_s=r.arrival_s + k * span)
         for k in range(times)
@@ -127,8 +133,7 @@ def rotate(w: Workload, start_s: float) -> Workload:
     earlier = [r for r in w.requests if r.arrival_s < start]
     if not later or not earlier:
         return w
-    gap = w.duration_s / max(1, len(w) - 1)
-    shift = later[-1].arrival_s + gap - first
+    shift = later[-1].arrival_s + _mean_gap(w) - first
     requests = [dataclasses.replace(r, arrival_s=r.arrival_s - start + first) for r in later]
     requests += [
         dataclasses.replace(r, arrival_s=r.arrival_s + shift - start + first) for r in earlier
