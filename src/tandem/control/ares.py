@@ -165,18 +165,22 @@ class AresPlacement(DecodePlacementPolicy):
         (the same float operations, and the first of equal scores), without reading every
         instance in Python (``tandem.sim.placement_rows`` keeps the arrays)."""
         need_now, new_kv = self._newcomer(request)
-        waits = (used + pending + need_now > capacity) | (busy >= max_batch)
-        load = np.where(
-            np.isnan(projected),
-            (used + pending) / capacity,
-            (projected + pending + new_kv) / capacity,
-        )
-        pool = ~waits
-        if not pool.any():
-            pool = ~pool
-        pool &= load == load[pool].min()
-        pool &= busy == busy[pool].min()
-        return int(np.flatnonzero(pool)[0])
+        base = used + pending
+        waits = (base + need_now > capacity) | (busy >= max_batch)
+        unprojected = np.isnan(projected)
+        if unprojected.any():
+            load = np.where(unprojected, base / capacity, (projected + pending + new_kv) / capacity)
+        else:
+            load = (projected + pending + new_kv) / capacity
+        pool = np.flatnonzero(~waits)
+        if pool.size == 0:
+            pool = np.arange(waits.size)
+        pool_load = load[pool]
+        pool = pool[pool_load == pool_load.min()]
+        if pool.size > 1:
+            pool_busy = busy[pool]
+            pool = pool[pool_busy == pool_busy.min()]
+        return int(pool[0])
 
 
 @dataclass

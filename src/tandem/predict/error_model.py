@@ -143,14 +143,15 @@ class ErrorModel:
         progress, length = self.cells_of(tokens_generated, true_remaining)
         position = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
         levels = np.asarray(self.levels)
-        table = self.quantiles[progress, length]  # [..., num_levels]
-        flat = table.reshape(-1, levels.size)
+        # Each state's cell as one row of the table; only the two quantiles around ``u`` are
+        # read (gathering whole rows copied num_levels values per state).
+        table = self.quantiles.reshape(-1, levels.size)
+        cell = (progress * self.quantiles.shape[1] + length).reshape(-1)
         pos = np.broadcast_to(position, progress.shape).reshape(-1)
         index = np.clip(np.searchsorted(levels, pos, side="right") - 1, 0, levels.size - 2)
         low, high = levels[index], levels[index + 1]
         weight = (pos - low) / np.where(high > low, high - low, 1.0)
-        rows = np.arange(flat.shape[0])
-        error = flat[rows, index] * (1.0 - weight) + flat[rows, index + 1] * weight
+        error = table[cell, index] * (1.0 - weight) + table[cell, index + 1] * weight
         r = np.broadcast_to(np.asarray(true_remaining, dtype=float), progress.shape).reshape(-1)
         predicted = np.where(r > 0, np.maximum(0.0, np.rint(np.exp(error) * (r + 1.0) - 1.0)), 0.0)
         out = predicted.astype(np.int64).reshape(progress.shape)
