@@ -20,9 +20,11 @@ state that feeds the LM head. No serving concerns (time, queues across instances
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +55,13 @@ class StepOutput:
     prompt_mean_by_layer: Mapping[int, torch.Tensor] | None = None
 
 
+def _cache_of(out: Any) -> Any:
+    """The KV cache a forward returned: ``out.cache`` from transformers 5.24 on,
+    ``out.past_key_values`` before."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class ModelRunner:
     """Batched prefill and decode of one model on one device; see the module docstring."""
 
@@ -81,6 +90,10 @@ class ModelRunner:
         self.max_prefill_tokens = max_prefill_tokens
         self._seed = seed
         self._device = loaded.device
+        # transformers 5.24 renamed the forward's ``past_key_values`` to ``cache`` (the old name
+        # warns, and goes in 5.40); earlier versions know only the old one.
+        forward = inspect.signature(loaded.model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
         self._next_id = 0
         self._waiting: deque[SequenceState] = deque()
         self._running: list[SequenceState] = []
@@ -194,9 +207,7 @@ class ModelRunner:
             layer: (out.hidden_states[layer].float() * weights).sum(dim=1)
             for layer in self.tap_layers
         }
-        new_batch = RunningBatch(
-            [(lay.keys, lay.values) for lay in out.past_key_values.layers], mask
-        )
+        new_batch = RunningBatch([(lay.keys, lay.values) for lay in _cache_of(out).layers], mask)
         self._batch = RunningBatch.merge(self._batch, new_batch)
         self._running.extend(seqs)
         return self._sample_and_retire(out.logits[:, -1, :], seqs, "prefill", hidden, means)
@@ -213,7 +224,7 @@ class ModelRunner:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=batch.cache,
+            **{self._cache_kwarg: batch.cache},
             use_cache=True,
             output_hidden_states=True,
         )
@@ -314,9 +325,7 @@ class ModelRunner:
         """
         ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self._device)
         out = self.loaded.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        return tuple(
-            (lay.keys[0].clone(), lay.values[0].clone()) for lay in out.past_key_values.layers
-        )
+        return tuple((lay.keys[0].clone(), lay.values[0].clone()) for lay in _cache_of(out).layers)
 
     def attach(self, snapshot: SequenceSnapshot) -> int:
         """Continue a detached request here; return its id in this runner."""
