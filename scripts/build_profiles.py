@@ -51,14 +51,31 @@ DEFAULT_OUT = REPO / "src" / "tandem" / "perf" / "profiles"
 
 AIC_SYSTEMS = {
     # hardware: (folder, vllm version, nccl version, ctx kernel, gen kernel, gemm kernel)
-    "a100": ("a100_sxm", "0.14.0", "2.27.3", "vllm_flash_attn", "vllm_flash_attn",
-             "vllm_default"),
-    "h100": ("h100_sxm", "0.24.0", "2.29.2", "vllm_flash_attn_fa3", "vllm_flash_attn_fa3",
-             "torch.nn.functional.linear"),
-    "h200": ("h200_sxm", "0.24.0", "2.29.2", "vllm_flash_attn_fa3", "vllm_flash_attn_fa3",
-             "torch.nn.functional.linear"),
-    "b200": ("b200_sxm", "0.24.0", "2.29.2", "vllm_flashinfer_trtllmprefill",
-             "vllm_flashinfer_trtllmdecode", "torch.nn.functional.linear"),
+    "a100": ("a100_sxm", "0.14.0", "2.27.3", "vllm_flash_attn", "vllm_flash_attn", "vllm_default"),
+    "h100": (
+        "h100_sxm",
+        "0.24.0",
+        "2.29.2",
+        "vllm_flash_attn_fa3",
+        "vllm_flash_attn_fa3",
+        "torch.nn.functional.linear",
+    ),
+    "h200": (
+        "h200_sxm",
+        "0.24.0",
+        "2.29.2",
+        "vllm_flash_attn_fa3",
+        "vllm_flash_attn_fa3",
+        "torch.nn.functional.linear",
+    ),
+    "b200": (
+        "b200_sxm",
+        "0.24.0",
+        "2.29.2",
+        "vllm_flashinfer_trtllmprefill",
+        "vllm_flashinfer_trtllmdecode",
+        "torch.nn.functional.linear",
+    ),
 }
 VIDUR_MODELS = {
     "llama2-7b": "meta-llama/Llama-2-7b-hf",
@@ -67,8 +84,17 @@ VIDUR_MODELS = {
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
     "llama3-70b": "meta-llama/Meta-Llama-3-70B",
 }
-VIDUR_OPS = ("input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
-             "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj", "add")
+VIDUR_OPS = (
+    "input_layernorm",
+    "attn_pre_proj",
+    "attn_rope",
+    "attn_post_proj",
+    "post_attention_layernorm",
+    "mlp_up_proj",
+    "mlp_act",
+    "mlp_down_proj",
+    "add",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,8 +238,11 @@ class VidurLinear:
         df = pd.read_csv(path)
         df = df[df.num_tensor_parallel_workers == tp].sort_values("num_tokens")
         layer = sum(df[f"time_stats.{op}.median"] for op in VIDUR_OPS)
-        return cls(df.num_tokens.to_numpy(float), np.asarray(layer, float),
-                   df["time_stats.emb.median"].to_numpy(float))
+        return cls(
+            df.num_tokens.to_numpy(float),
+            np.asarray(layer, float),
+            df["time_stats.emb.median"].to_numpy(float),
+        )
 
     def at(self, num_tokens: float) -> tuple[float, float]:
         """(per-layer ms, embedding ms); beyond the grid, proportional to tokens."""
@@ -223,8 +252,10 @@ class VidurLinear:
         # Vidur's single runs are noisy; the running max keeps more tokens never faster.
         layer = np.maximum.accumulate(self.layer_ms)
         emb = np.maximum.accumulate(self.emb_ms)
-        return (float(np.interp(num_tokens, self.tokens, layer)),
-                float(np.interp(num_tokens, self.tokens, emb)))
+        return (
+            float(np.interp(num_tokens, self.tokens, layer)),
+            float(np.interp(num_tokens, self.tokens, emb)),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +285,12 @@ class OperatorSum:
         kv = 2 * m.num_kv_heads * m.head_dim // tp
         ffn = m.intermediate_size // tp
         up = 2 * ffn if m.gated_mlp else ffn
-        gemms = (self.aic.gemm_ms(n, q + kv, m.hidden_size) + self.aic.gemm_ms(n, m.hidden_size, q)
-                 + self.aic.gemm_ms(n, up, m.hidden_size) + self.aic.gemm_ms(n, m.hidden_size, ffn))
+        gemms = (
+            self.aic.gemm_ms(n, q + kv, m.hidden_size)
+            + self.aic.gemm_ms(n, m.hidden_size, q)
+            + self.aic.gemm_ms(n, up, m.hidden_size)
+            + self.aic.gemm_ms(n, m.hidden_size, ffn)
+        )
         # Element-wise ops (2 norms, activation, residual adds, rotary): bytes over 80% of HBM
         # bandwidth plus 3 us per kernel, aiconfigurator's empirical constants.
         hw = get_hardware(self.hardware)
@@ -272,14 +307,24 @@ class OperatorSum:
 
     def prefill_ms(self, batch: int, prompt_len: int) -> float:
         m = self.model
-        attn = self.aic.attention_ms("context", m.num_attention_heads // self.tp,
-                                     max(1, m.num_kv_heads // self.tp), batch, prompt_len)
+        attn = self.aic.attention_ms(
+            "context",
+            m.num_attention_heads // self.tp,
+            max(1, m.num_kv_heads // self.tp),
+            batch,
+            prompt_len,
+        )
         return self._common_ms(batch * prompt_len, batch) + m.num_layers * attn
 
     def decode_ms(self, batch: int, context_len: float) -> float:
         m = self.model
-        attn = self.aic.attention_ms("generation", m.num_attention_heads // self.tp,
-                                     max(1, m.num_kv_heads // self.tp), batch, context_len)
+        attn = self.aic.attention_ms(
+            "generation",
+            m.num_attention_heads // self.tp,
+            max(1, m.num_kv_heads // self.tp),
+            batch,
+            context_len,
+        )
         return self._common_ms(batch, batch) + m.num_layers * attn
 
 
@@ -339,8 +384,10 @@ def _make_monotone(segments: Segments, phase: str) -> Segments | None:
     c1 = c1.copy()
     if phase == "prefill":
         # Both ends of sum(L^2) at the knee: 0 and knee^2 (see FittedCostModel).
-        deficit = max(c0[0] + c0[1] * s1 - c1[0] - c1[1] * s1,
-                      (c0[0] + c0[1] * s1 + c0[2] * s1**2) - (c1[0] + c1[1] * s1 + c1[2] * s1**2))
+        deficit = max(
+            c0[0] + c0[1] * s1 - c1[0] - c1[1] * s1,
+            (c0[0] + c0[1] * s1 + c0[2] * s1**2) - (c1[0] + c1[1] * s1 + c1[2] * s1**2),
+        )
     else:
         if c1[2] < c0[2]:
             return None
@@ -363,8 +410,10 @@ def fit_segments(train: Points, allow_knee: bool = True) -> Segments:
         lo = key < knee
         if lo.sum() < 3 or (~lo).sum() < 3:
             continue
-        segs = [(1, fit_nonneg_relative(train.subset(lo).features(), train.ms[lo])),
-                (int(knee), fit_nonneg_relative(train.subset(~lo).features(), train.ms[~lo]))]
+        segs = [
+            (1, fit_nonneg_relative(train.subset(lo).features(), train.ms[lo])),
+            (int(knee), fit_nonneg_relative(train.subset(~lo).features(), train.ms[~lo])),
+        ]
         fixed = _make_monotone(segs, train.phase)
         if fixed is None:
             continue
@@ -387,8 +436,29 @@ def grid_points(opsum: OperatorSum, phase: str, max_context: int) -> tuple[Point
     capacity = InstanceSpec(opsum.model, get_hardware(opsum.hardware), opsum.tp).kv_capacity_tokens
     batches, xs, ms, held = [], [], [], []
     if phase == "prefill":
-        lens = [n for n in (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
-                            6144, 8192, 12288, 16384) if n <= max_context]
+        lens = [
+            n
+            for n in (
+                16,
+                32,
+                64,
+                128,
+                256,
+                384,
+                512,
+                768,
+                1024,
+                1536,
+                2048,
+                3072,
+                4096,
+                6144,
+                8192,
+                12288,
+                16384,
+            )
+            if n <= max_context
+        ]
         for b in (1, 2, 4, 8, 16):
             sweep = [n for n in lens if b * n <= min(16384, capacity)]
             for n in sweep:
@@ -399,8 +469,9 @@ def grid_points(opsum: OperatorSum, phase: str, max_context: int) -> tuple[Point
     else:
         contexts = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
         for c in (c for c in contexts if c <= max_context):
-            sweep = [b for b in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-                     if b * c <= capacity]
+            sweep = [
+                b for b in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b * c <= capacity
+            ]
             for b in sweep:
                 batches.append(b)
                 xs.append(b * c)
@@ -431,10 +502,20 @@ def splitwise_points(data: Path, model: str, hardware: str, tp: int) -> dict[str
     # Mean context over the generation of token_size tokens after a prompt_size prompt.
     dec = dec.assign(total_ctx=dec.batch_size * (dec.prompt_size + dec.token_size / 2.0))
     return {
-        "prefill": Points("prefill", pre.batch_size.to_numpy(), pre.prompt_size.to_numpy(float),
-                          pre.prompt_time.to_numpy(float), pre.sweep.to_numpy()),
-        "decode": Points("decode", dec.batch_size.to_numpy(), dec.total_ctx.to_numpy(float),
-                         dec.token_time.to_numpy(float), dec.sweep.to_numpy()),
+        "prefill": Points(
+            "prefill",
+            pre.batch_size.to_numpy(),
+            pre.prompt_size.to_numpy(float),
+            pre.prompt_time.to_numpy(float),
+            pre.sweep.to_numpy(),
+        ),
+        "decode": Points(
+            "decode",
+            dec.batch_size.to_numpy(),
+            dec.total_ctx.to_numpy(float),
+            dec.token_time.to_numpy(float),
+            dec.sweep.to_numpy(),
+        ),
     }
 
 
@@ -481,12 +562,24 @@ def splitwise_held_out(pts: Points) -> np.ndarray:
 def segments_doc(prefill: Segments, decode: Segments) -> dict:
     """Coefficients (ms in the fit) as the profile file's segments in seconds."""
     return {
-        "prefill": [{"min_batch_tokens": int(start), "base_s": float(c[0]) / 1e3,
-                     "per_token_s": float(c[1]) / 1e3, "per_token_sq_s": float(c[2]) / 1e3}
-                    for start, c in prefill],
-        "decode": [{"min_batch_size": int(start), "base_s": float(c[0]) / 1e3,
-                    "per_request_s": float(c[1]) / 1e3, "per_context_token_s": float(c[2]) / 1e3}
-                   for start, c in decode],
+        "prefill": [
+            {
+                "min_batch_tokens": int(start),
+                "base_s": float(c[0]) / 1e3,
+                "per_token_s": float(c[1]) / 1e3,
+                "per_token_sq_s": float(c[2]) / 1e3,
+            }
+            for start, c in prefill
+        ],
+        "decode": [
+            {
+                "min_batch_size": int(start),
+                "base_s": float(c[0]) / 1e3,
+                "per_request_s": float(c[1]) / 1e3,
+                "per_context_token_s": float(c[2]) / 1e3,
+            }
+            for start, c in decode
+        ],
     }
 
 
@@ -501,11 +594,17 @@ def points_doc(pts: Points) -> list[dict]:
     return out
 
 
-def base_doc(model: str, hardware: str, tp: int, kind: str, source: str, description: str
-             ) -> dict:
-    return {"format": PROFILE_FORMAT, "name": f"{model}_{hardware}_tp{tp}", "kind": kind,
-            "model": model, "hardware": hardware, "tensor_parallel": tp, "source": source,
-            "description": description}
+def base_doc(model: str, hardware: str, tp: int, kind: str, source: str, description: str) -> dict:
+    return {
+        "format": PROFILE_FORMAT,
+        "name": f"{model}_{hardware}_tp{tp}",
+        "kind": kind,
+        "model": model,
+        "hardware": hardware,
+        "tensor_parallel": tp,
+        "source": source,
+        "description": description,
+    }
 
 
 @dataclass
@@ -517,8 +616,9 @@ class Scale:
     origin: str
 
 
-def operator_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTables,
-                     scale: Scale) -> dict:
+def operator_profile(
+    data: Path, model: str, hardware: str, tp: int, aic: AicTables, scale: Scale
+) -> dict:
     """Form fitted to operator sums times the measured/operator-sum ratio of the same GPU."""
     spec = get_model(model)
     opsum = OperatorSum(spec, hardware, tp, aic, VidurLinear.read(data, hardware, model, tp))
@@ -538,21 +638,31 @@ def operator_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTab
         num_fit += int((~mask).sum())
         held += points_doc(scaled.subset(mask))
     source = "vidur+aiconfigurator" if opsum.vidur is not None else "aiconfigurator"
-    doc = base_doc(model, hardware, tp, "fitted", source,
-                   f"{spec.hf_id} on {tp} x {hardware}: sums of measured kernels "
-                   f"({opsum.linear_source} projections, aiconfigurator attention and NCCL) "
-                   f"x measured/kernel-sum ratio of {scale.origin}")
+    doc = base_doc(
+        model,
+        hardware,
+        tp,
+        "fitted",
+        source,
+        f"{spec.hf_id} on {tp} x {hardware}: sums of measured kernels "
+        f"({opsum.linear_source} projections, aiconfigurator attention and NCCL) "
+        f"x measured/kernel-sum ratio of {scale.origin}",
+    )
     doc["coefficients"] = segments_doc(final["prefill"], final["decode"])
     prefill_grid, _ = grid_points(opsum, "prefill", max_context)
     decode_grid, _ = grid_points(opsum, "decode", max_context)
     doc["measured_range"] = {
-        "max_prompt_tokens": int(prefill_grid.x.max()), "max_prefill_batch_tokens": 16384,
+        "max_prompt_tokens": int(prefill_grid.x.max()),
+        "max_prefill_batch_tokens": 16384,
         "max_decode_batch_size": 256,
-        "max_context_tokens_per_request": int((decode_grid.x / decode_grid.batch).max())}
+        "max_context_tokens_per_request": int((decode_grid.x / decode_grid.batch).max()),
+    }
     doc["fit"] = {
         "reference": "operator sums (x the stated scale) at batch shapes held out of the fit",
-        "reference_kind": "operator_sum", "method": "form fitted to scaled operator sums",
-        "num_fit_points": num_fit, "held_out": held,
+        "reference_kind": "operator_sum",
+        "method": "form fitted to scaled operator sums",
+        "num_fit_points": num_fit,
+        "held_out": held,
         "uncorrected": segments_doc(raw["prefill"], raw["decode"]),
         "scale": {"prefill": scale.prefill, "decode": scale.decode, "origin": scale.origin},
     }
@@ -578,8 +688,14 @@ def fit_fixed_context_slope(train: Points, slope_ms: float) -> Segments:
     return [(1, np.array([best[0], best[1], slope_ms]))]
 
 
-def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTables | None,
-                      context_scale: float | None = None) -> tuple[dict, Scale | None]:
+def splitwise_profile(
+    data: Path,
+    model: str,
+    hardware: str,
+    tp: int,
+    aic: AicTables | None,
+    context_scale: float | None = None,
+) -> tuple[dict, Scale | None]:
     """Form fitted directly to SplitwiseSim's measured iterations (two thirds of the
     configurations; the rest held out). With operator data (Llama-2-70B) the operator-sum
     form and the measured/operator-sum ratio are recorded too, and the decode context slope
@@ -613,17 +729,28 @@ def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTa
         if opsum is not None:
             grid, _ = grid_points(opsum, phase, 8192)
             raw[phase] = fit_segments(grid)
-            kernel = np.array([opsum.prefill_ms(int(b), int(x)) if phase == "prefill"
-                               else opsum.decode_ms(int(b), x / b)
-                               for b, x in zip(train.batch, train.x, strict=True)])
+            kernel = np.array(
+                [
+                    opsum.prefill_ms(int(b), int(x))
+                    if phase == "prefill"
+                    else opsum.decode_ms(int(b), x / b)
+                    for b, x in zip(train.batch, train.x, strict=True)
+                ]
+            )
             ratio[phase] = float(np.median(train.ms / kernel))
             if phase == "decode":
                 kernel_slope = float(fit_segments(grid, allow_knee=False)[0][1][2])
                 k = context_scale if context_scale is not None else ratio["decode"]
                 final[phase] = fit_fixed_context_slope(train, kernel_slope * k)
     source = "splitwise+vidur+aiconfigurator" if opsum is not None else "splitwise"
-    doc = base_doc(model, hardware, tp, "fitted", source,
-                   f"{spec.hf_id} on {tp} x {hardware}: SplitwiseSim's measured iterations")
+    doc = base_doc(
+        model,
+        hardware,
+        tp,
+        "fitted",
+        source,
+        f"{spec.hf_id} on {tp} x {hardware}: SplitwiseSim's measured iterations",
+    )
     doc["coefficients"] = segments_doc(final["prefill"], final["decode"])
     dec = measured["decode"]
     doc["measured_range"] = {
@@ -634,18 +761,23 @@ def splitwise_profile(data: Path, model: str, hardware: str, tp: int, aic: AicTa
     }
     doc["fit"] = {
         "reference": "SplitwiseSim perf_model.csv: median measured iteration time per "
-                     "configuration; every third configuration of each sweep held out",
+        "configuration; every third configuration of each sweep held out",
         "reference_kind": "whole_iteration",
         "method": "form fitted to measured iterations",
-        "num_fit_points": num_fit, "held_out": held, "excluded": excluded,
+        "num_fit_points": num_fit,
+        "held_out": held,
+        "excluded": excluded,
         "uncorrected": segments_doc(raw["prefill"], raw["decode"]) if raw else None,
         "operator_sum_ratio": ratio or None,
     }
     if excluded:
-        doc["notes"] = [f"{len(excluded)} configuration(s) excluded as inconsistent (less time "
-                        "than a smaller configuration of the same sweep); listed in fit.excluded"]
-    scale = Scale(ratio["prefill"], ratio["decode"], f"{doc['name']} (SplitwiseSim)") if ratio \
-        else None
+        doc["notes"] = [
+            f"{len(excluded)} configuration(s) excluded as inconsistent (less time "
+            "than a smaller configuration of the same sweep); listed in fit.excluded"
+        ]
+    scale = (
+        Scale(ratio["prefill"], ratio["decode"], f"{doc['name']} (SplitwiseSim)") if ratio else None
+    )
     return doc, scale
 
 
@@ -671,23 +803,42 @@ def distserve_profiles(data: Path) -> list[dict]:
             threshold = int(c["decoding_large_small_bs_threshold"])
             # DistServe: a + b * sum(ctx + 1) + c * B  ->  (a, c + b, b) in our column order,
             # plus its worker's per-iteration cost (2 ms + 1e-4 ms per context token).
-            small = np.array([c["decoding_smallbs"][0],
-                              c["decoding_smallbs"][2] + c["decoding_smallbs"][1],
-                              c["decoding_smallbs"][1]]) + DISTSERVE_ITERATION_MS
-            large = np.array([c["decoding_largebs"][0],
-                              c["decoding_largebs"][2] + c["decoding_largebs"][1],
-                              c["decoding_largebs"][1]]) + DISTSERVE_ITERATION_MS
+            small = (
+                np.array(
+                    [
+                        c["decoding_smallbs"][0],
+                        c["decoding_smallbs"][2] + c["decoding_smallbs"][1],
+                        c["decoding_smallbs"][1],
+                    ]
+                )
+                + DISTSERVE_ITERATION_MS
+            )
+            large = (
+                np.array(
+                    [
+                        c["decoding_largebs"][0],
+                        c["decoding_largebs"][2] + c["decoding_largebs"][1],
+                        c["decoding_largebs"][1],
+                    ]
+                )
+                + DISTSERVE_ITERATION_MS
+            )
             # Elementwise max: a bigger batch never steps faster at the threshold.
             large = np.maximum(large, small)
-            doc = base_doc(model, "a100", tp, "fitted", "distserve",
-                           f"{hf_id} on {tp} x A100-80GB: DistServe's fitted coefficients "
-                           "(DistServe engine)")
+            doc = base_doc(
+                model,
+                "a100",
+                tp,
+                "fitted",
+                "distserve",
+                f"{hf_id} on {tp} x A100-80GB: DistServe's fitted coefficients (DistServe engine)",
+            )
             # DistServe adds PP milliseconds to every prefill (1 ms at PP = 1), and its worker
             # the per-iteration cost (2 ms + 1e-4 ms per prompt token).
-            prefill = (np.array(c["prefill"]) + np.array([1.0, 0.0, 0.0])
-                       + DISTSERVE_PREFILL_ITERATION_MS)
-            doc["coefficients"] = segments_doc([(1, prefill)],
-                                               [(1, small), (threshold, large)])
+            prefill = (
+                np.array(c["prefill"]) + np.array([1.0, 0.0, 0.0]) + DISTSERVE_PREFILL_ITERATION_MS
+            )
+            doc["coefficients"] = segments_doc([(1, prefill)], [(1, small), (threshold, large)])
             doc["measured_range"] = {"max_prompt_tokens": get_model(model).max_context_tokens}
             doc["notes"] = [
                 "DistServe publishes fitted coefficients, not its measured points: no held-out "
@@ -702,16 +853,28 @@ def distserve_profiles(data: Path) -> list[dict]:
 
 
 ROOFLINE_INSTANCES = (
-    ("llama2-7b", "b200", 1), ("llama3-8b", "b200", 1), ("qwen2.5-7b", "a100", 1),
-    ("llama3-70b", "b200", 4), ("llama2-70b", "h200", 4), ("codellama-34b", "h200", 2),
-    ("opt-13b", "h100", 1), ("opt-66b", "h100", 4), ("bloom-176b", "h200", 8),
+    ("llama2-7b", "b200", 1),
+    ("llama3-8b", "b200", 1),
+    ("qwen2.5-7b", "a100", 1),
+    ("llama3-70b", "b200", 4),
+    ("llama2-70b", "h200", 4),
+    ("codellama-34b", "h200", 2),
+    ("opt-13b", "h100", 1),
+    ("opt-66b", "h100", 4),
+    ("bloom-176b", "h200", 8),
 )
 
 
 def roofline_doc(model: str, hardware: str, tp: int) -> dict:
     spec = get_model(model)
-    return base_doc(model, hardware, tp, "roofline", "roofline",
-                    f"{spec.hf_id} on {tp} x {hardware}: roofline with stated efficiencies")
+    return base_doc(
+        model,
+        hardware,
+        tp,
+        "roofline",
+        "roofline",
+        f"{spec.hf_id} on {tp} x {hardware}: roofline with stated efficiencies",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,8 +899,10 @@ def summarize(doc: dict) -> str:
         else:
             pred.append(model.decode_step_time_s(p["batch_size"], p["total_context_tokens"]))
     err = abs_pct_errors(pred, [p["measured_s"] for p in pts])
-    return (f"{doc['name']:24s} {doc['source']:31s} held-out n={len(pts):3d} "
-            f"mean {err.mean():5.1f}% max {err.max():5.1f}%")
+    return (
+        f"{doc['name']:24s} {doc['source']:31s} held-out n={len(pts):3d} "
+        f"mean {err.mean():5.1f}% max {err.max():5.1f}%"
+    )
 
 
 LICENSES = (
@@ -749,10 +914,18 @@ LICENSES = (
 #: Operator-sum profiles; each takes the measured/kernel-sum ratio of its GPU's TP2 Llama-2-70B
 #: (H100's for H200 and B200, which SplitwiseSim did not measure).
 OPERATOR_INSTANCES = (
-    ("llama2-7b", "a100", 1), ("llama2-7b", "h100", 1), ("llama3-8b", "a100", 1),
-    ("llama3-70b", "a100", 4), ("codellama-34b", "a100", 2), ("codellama-34b", "h100", 2),
-    ("qwen2.5-7b", "h100", 1), ("qwen2.5-7b", "h200", 1), ("qwen2.5-7b", "b200", 1),
-    ("llama3-8b", "h100", 1), ("llama3-8b", "h200", 1), ("llama3-70b", "h100", 4),
+    ("llama2-7b", "a100", 1),
+    ("llama2-7b", "h100", 1),
+    ("llama3-8b", "a100", 1),
+    ("llama3-70b", "a100", 4),
+    ("codellama-34b", "a100", 2),
+    ("codellama-34b", "h100", 2),
+    ("qwen2.5-7b", "h100", 1),
+    ("qwen2.5-7b", "h200", 1),
+    ("qwen2.5-7b", "b200", 1),
+    ("llama3-8b", "h100", 1),
+    ("llama3-8b", "h200", 1),
+    ("llama3-70b", "h100", 4),
 )
 
 

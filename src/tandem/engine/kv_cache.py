@@ -29,9 +29,7 @@ SPARE_TOKENS = 64
 class SlabLayer(DynamicLayer):
     """A ``DynamicLayer`` whose appends write into preallocated spare columns."""
 
-    def __init__(
-        self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None
-    ) -> None:
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None) -> None:
         """A layer holding ``keys``/``values`` [B, H, T, D] (copied into new buffers with spare
         columns); with ``length``, the tensors *are* the buffers (adopted, not copied) and
         their first ``length`` columns hold the cache."""

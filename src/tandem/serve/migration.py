@@ -365,4 +365,3 @@ _HANDLERS: dict[str, _Handler] = {
     "expired": LiveMigrations._dest_failed,
     "gone": LiveMigrations._gone,
 }
-
