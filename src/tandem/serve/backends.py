@@ -38,6 +38,31 @@ from tandem.serve.worker import Worker
 
 log = logging.getLogger("tandem.serve")
 BACKENDS = ("ray", "local")
+#: Ray's start-up notices that say nothing to act on here: the SIGTERM handler Ray does not set
+#: when ``ray.init`` runs off the main thread (ours: the server shuts the workers down itself),
+#: and that token authentication is on (Ray's default for a new local cluster; the secure one).
+_RAY_NOTICES = (
+    ("ray._private.worker", "SIGTERM handler is not set"),
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _quiet_ray_notices() -> None:
+    for name, prefix in _RAY_NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) for f in logger.filters):
+            logger.addFilter(_DropMessage(prefix))
+
+
 _CALL_GRACE_S = 30.0  # on top of a poll's own wait: a slow or busy process, not a dead one
 
 
@@ -242,6 +267,7 @@ class Backend:
 
         opts = self.ray_options
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        _quiet_ray_notices()
         if not ray.is_initialized():
             # Ray starts workers at niceness 15; a serving worker is the latency-critical
             # process of the machine, not background work.
