@@ -310,3 +310,19 @@ def test_a_killed_decode_worker_loses_no_token_and_repeats_none(ray_server, stor
             answer = future.result(150)
             assert answer.status_code == 200, answer.text
             assert answer.json()["choices"][0]["text"] == expected
+
+    # Every decode worker dies: a hand-off made meanwhile waits for a restart, then decodes.
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/health", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the prefill worker never came back"
+        time.sleep(0.5)
+    decode_pids = [w["pid"] for w in decode_health(url) if w["role"] == "decode"]
+    for pid in decode_pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health", timeout=10).status_code == 200:
+        assert time.monotonic() < deadline, "the Controller never noticed the dead decode workers"
+        time.sleep(0.05)
+    answer = httpx.post(f"{url}/v1/completions", json=body, timeout=150)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["text"] == expected

@@ -167,10 +167,10 @@ class Controller:
         self._dead: dict[tuple[str, int], str] = {}
         #: (role, worker id) -> times the worker came back after its process died.
         self.num_restarts: dict[tuple[str, int], int] = {}
-        #: Workers whose process died and is being restarted, and prefill tasks waiting for
-        #: one of them (when no prefill worker was live to take them).
+        #: Workers whose process died and is being restarted, and tasks waiting for one of
+        #: them (when no worker of its role was live to take them).
         self._restarting: set[tuple[str, int]] = set()
-        self._parked: list[PrefillTask] = []
+        self._parked: list[PrefillTask | DecodeTask] = []
         self.load_timeout_s = 600.0
         self._sent: dict[tuple[str, int], _Sent] = {}
         self._requests: dict[str, _Request] = {}
@@ -306,12 +306,20 @@ class Controller:
     def is_live(self, handle: WorkerHandle) -> bool:
         return (handle.role, handle.worker_id) not in self._dead
 
+    def _restarting_one(self, handles: Sequence[WorkerHandle]) -> WorkerHandle | None:
+        """A worker of ``handles`` whose process is being restarted (tasks sent to it wait for
+        it: ``_send`` parks them), or None."""
+        for handle in handles:
+            if (handle.role, handle.worker_id) in self._restarting:
+                return handle
+        return None
+
     def _choose_prefill(self, view: NewRequestView) -> WorkerHandle:
         live = self._live(self.prefill)
         if not live:
-            restarting = [h for h in self.prefill if (h.role, h.worker_id) in self._restarting]
-            if restarting:
-                return restarting[0]  # its tasks wait for it (``_send`` parks them)
+            restarting = self._restarting_one(self.prefill)
+            if restarting is not None:
+                return restarting
             raise ConfigError("every prefill worker is gone")
         return live[self.dispatch.choose(view, self.prefill_views())]
 
@@ -354,7 +362,7 @@ class Controller:
     def _send(self, worker: WorkerHandle, task: PrefillTask | DecodeTask, tokens: int) -> None:
         key = (worker.role, worker.worker_id)
         if key in self._dead:
-            if key in self._restarting and isinstance(task, PrefillTask):
+            if key in self._restarting and isinstance(task, PrefillTask | DecodeTask):
                 self._parked.append(task)  # sent when the worker is back
                 return
             self._fail_requests([task.request_id], self._dead[key])
@@ -476,10 +484,16 @@ class Controller:
     def _place(self, request: _Request, handoff: object, kv_tokens: int) -> None:
         view = NewRequestView(request.number, request.arrival_s - self._t0, request.prompt_tokens)
         live = self._live(self.decode)
-        if not live:
-            self._fail_requests([request.request_id], "every decode worker is gone")
-            return
-        worker = live[self.placement.choose(view, self.decode_views())]
+        if live:
+            worker = live[self.placement.choose(view, self.decode_views())]
+        else:
+            # No decode worker is live; one being restarted takes it when it is back (the KV
+            # stays with the prefill worker until then), as prefill tasks wait for theirs.
+            restarting = self._restarting_one(self.decode)
+            if restarting is None:
+                self._fail_requests([request.request_id], "every decode worker is gone")
+                return
+            worker = restarting
         request.worker = worker
         request.decode_worker = worker.worker_id
         self._send(
@@ -547,7 +561,8 @@ class Controller:
     async def _readmit(self, handle: WorkerHandle) -> bool:
         """Load a restarted worker again and take it back into dispatch and placement; False
         if it does not come back (no restarts left, or it loads another model). Prefill tasks
-        parked for it meanwhile (no other prefill worker was live) go to it then, or fail."""
+        and decode tasks parked for it meanwhile (no other worker of its role was live) go to it
+        then, or fail."""
         key = (handle.role, handle.worker_id)
         back = False
         try:
@@ -558,7 +573,12 @@ class Controller:
             self._parked = [t for t in self._parked if t not in parked]
             for task in parked:
                 if back:
-                    self._send(handle, task, len(task.prompt_token_ids))
+                    tokens = (
+                        task.kv_tokens
+                        if isinstance(task, DecodeTask)
+                        else len(task.prompt_token_ids)
+                    )
+                    self._send(handle, task, tokens)
                 else:
                     self._fail_requests([task.request_id], self._dead.get(key, "worker gone"))
         return back
