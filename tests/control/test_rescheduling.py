@@ -36,6 +36,10 @@ class D:
         return sum(r.kv_tokens for r in self.requests)
 
     @property
+    def kv_waiting_tokens(self) -> int:
+        return sum(w.kv_tokens for w in self.queue)
+
+    @property
     def num_running(self) -> int:
         return len(self.requests)
 

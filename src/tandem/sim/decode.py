@@ -32,7 +32,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
@@ -53,9 +54,49 @@ from tandem.sim.itl import ItlRecorder
 from tandem.sim.prediction import PredictionSource
 from tandem.sim.request import SimRequest
 
-#: Projected KV and predictive admission on arrays (False: the reference code, one request at
-#: a time; the same values and decisions, checked by a test).
+#: Projected KV and predictive admission on arrays, and waiting views built as they are read
+#: (False: the reference code, one request at a time, every view built; the same values and
+#: decisions, checked by a test).
 VECTORISED = True
+
+
+class _WaitingViews(Sequence[WaitingRequestView]):
+    """``DecodeInstance.waiting()``: views of a snapshot of the queue, built as they are read
+    (the same values as building them all at once: a prediction depends only on the request
+    and its tokens generated)."""
+
+    __slots__ = ("_requests", "_predictor")
+
+    def __init__(self, requests: list[SimRequest], predictor: PredictionSource | None) -> None:
+        self._requests = requests
+        self._predictor = predictor
+
+    def _view(self, request: SimRequest) -> WaitingRequestView:
+        predicted = (
+            None
+            if self._predictor is None
+            else self._predictor.remaining_many([request], [request.generated])[0]
+        )
+        return WaitingRequestView(
+            request.request_id, request.need_tokens, request.generated, predicted
+        )
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __iter__(self) -> Iterator[WaitingRequestView]:
+        return map(self._view, self._requests)
+
+    @overload
+    def __getitem__(self, index: int) -> WaitingRequestView: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[WaitingRequestView]: ...
+
+    def __getitem__(self, index: int | slice) -> WaitingRequestView | list[WaitingRequestView]:
+        if isinstance(index, slice):
+            return [self._view(r) for r in self._requests[index]]
+        return self._view(self._requests[index])
 
 
 def _finish_step(request: SimRequest) -> int:
@@ -206,14 +247,18 @@ class DecodeInstance:
             for r, g, p in zip(requests, generated, predicted, strict=True)
         ]
 
-    def waiting(self) -> list[WaitingRequestView]:
-        requests = list(self._waiting)
-        generated = [r.generated for r in requests]
-        predicted = self._predictions(requests, generated)
-        return [
-            WaitingRequestView(r.request_id, r.need_tokens, g, p)
-            for r, g, p in zip(requests, generated, predicted, strict=True)
-        ]
+    @property
+    def kv_waiting_tokens(self) -> int:
+        return self._waiting_tokens
+
+    def waiting(self) -> Sequence[WaitingRequestView]:
+        """The waiting queue as of now; each view is built when it is read (under overload the
+        queue holds thousands and a rescheduler reads its head)."""
+        predictor = self.predictor
+        views = _WaitingViews(
+            list(self._waiting), predictor if predictor is not None and predictor.enabled else None
+        )
+        return views if VECTORISED else list(views)
 
     def _predictions(self, requests: list[SimRequest], generated: list[int]) -> list[float | None]:
         """Predicted remaining tokens for views; ``None`` each without a prediction source."""
