@@ -216,9 +216,8 @@ class DecodeInstance:
         t = self._clock.now_s
         if t < self._cache_next_s:  # views are read many times between step boundaries
             return self._cache_k
-        k = self._steps_done_by(t)
+        k, self._cache_next_s = self._steps_until(t)
         self._cache_k = k
-        self._cache_next_s = self._time_after(k + 1) if k < self._wake_k else math.inf
         return k
 
     @property
@@ -307,10 +306,14 @@ class DecodeInstance:
     def placement_row(self, horizon_tokens: int) -> tuple[int, int, int, float | None, float]:
         """KV used, KV pending, requests running or pending, projected KV, and the time until
         which they hold unless ``changed`` is told otherwise (the next step's end)."""
+        # ``kv_used_tokens``, ``kv_pending_tokens`` and ``num_pending`` written out: this is
+        # read for most instances at every placement.
+        running = len(self._running)
+        used = self._kv_tokens + self._steps_now() * running
         return (
-            self.kv_used_tokens,
-            self.kv_pending_tokens,
-            len(self._running) + self.num_pending,
+            used,
+            self.kv_reserved_tokens + self._waiting_tokens,
+            running + len(self._waiting) + self._num_in_transfer + len(self._joiners),
             self.projected_kv_tokens(horizon_tokens),
             self._cache_next_s if self._busy else math.inf,
         )
@@ -496,21 +499,37 @@ class DecodeInstance:
 
     def _steps_done_by(self, t: float) -> int:
         """Steps of the current segment completed at or before ``t``."""
-        x = t - self._seg_t0 - self._seg_extra
-        u, v = self._seg_u, self._seg_v
+        return self._steps_until(t)[0]
+
+    def _steps_until(self, t: float) -> tuple[int, float]:
+        """Steps of the current segment completed at or before ``t``, and when the next one
+        ends (``inf`` past the planned wake-up). ``_time_after`` is written out here, the same
+        operations in the same order: this runs at nearly every read of a view."""
+        t0, extra, u, v, wake = (
+            self._seg_t0,
+            self._seg_extra,
+            self._seg_u,
+            self._seg_v,
+            self._wake_k,
+        )
+        start = t0 + extra
+        x = t - t0 - extra
         if x < u:
-            return 0
-        if v <= 0.0:
-            k = int(x // u)
+            k = 0
         else:
-            b = u - v / 2
-            k = int((-b + math.sqrt(b * b + 2 * v * x)) / v)
-        k = max(0, min(k, self._wake_k))
-        while k < self._wake_k and self._time_after(k + 1) <= t:
-            k += 1
-        while k > 0 and self._time_after(k) > t:
-            k -= 1
-        return k
+            if v <= 0.0:
+                k = int(x // u)
+            else:
+                b = u - v / 2
+                k = int((-b + math.sqrt(b * b + 2 * v * x)) / v)
+            k = max(0, min(k, wake))
+            while k < wake and start + (k + 1) * u + v * ((k + 1) * k / 2) <= t:
+                k += 1
+            while k > 0 and start + k * u + v * (k * (k - 1) / 2) > t:
+                k -= 1
+        if k >= wake:
+            return k, math.inf
+        return k, start + (k + 1) * u + v * ((k + 1) * k / 2)
 
     def _kick(self, now_s: float) -> None:
         """Something arrived: act now if idle, else make sure we wake at the next boundary."""
