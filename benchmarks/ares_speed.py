@@ -7,7 +7,11 @@ instances). The workload is built outside the timer. Policies alternate ``--repe
 one process, so a busy shared machine slows both alike; the ratio of the medians is the figure.
 
     .venv/bin/python benchmarks/ares_speed.py [--decode 16] [--scale 1.9] [--window-s 600] \
-        [--repeats 3] [--profile]
+        [--repeats 3] [--profile] [--pieces]
+
+``--pieces`` also times least-kv with each piece of ares added alone (predictions drawn,
+predictive admission, ares placement, the ares rescheduler), alternated with the rest: what
+each costs.
 
 Last line: ``least_kv_s=<median> ares_s=<median> ratio=<ares/least-kv> target=2.0 met=<yes|no>``.
 """
@@ -20,6 +24,7 @@ import pstats
 import statistics
 import time
 import warnings
+from dataclasses import replace
 
 from tandem.experiments.rescheduling import Setup, config_for
 from tandem.metrics.serving import parse_slo
@@ -37,6 +42,7 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=600.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile one ares run too")
+    parser.add_argument("--pieces", action="store_true", help="time each ares piece alone too")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # a few long prompts exceed the profile's measured range
 
@@ -49,28 +55,37 @@ def main() -> None:
         args.window_s,
     )
     workload = setup.at(args.scale)
-    times: dict[str, list[float]] = {"least-kv": [], "ares": []}
+    base = config_for(setup, "least-kv")
+    configs = {"least-kv": base, "ares": config_for(setup, "ares")}
+    if args.pieces:
+        predicted = replace(base, prediction="error-model")
+        configs |= {
+            "+predictions": predicted,
+            "+admission": replace(predicted, admission="predictive"),
+            "+placement": replace(predicted, placement="ares"),
+            "+rescheduler": replace(predicted, rescheduler="ares"),
+        }
+    times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.repeats):
-        for policy in times:
-            config = config_for(setup, policy)
+        for name, config in configs.items():
             started = time.perf_counter()
             simulate(workload, config)
-            times[policy].append(time.perf_counter() - started)
+            times[name].append(time.perf_counter() - started)
     print(
         f"{args.decode}P{args.decode}D servegen-r1 x{args.scale:g}, {len(workload)} requests, "
         f"{args.window_s:g} s window"
     )
-    for policy, values in times.items():
-        print(f"  {policy:9s} " + " ".join(f"{v:.2f}" for v in values) + " s")
+    for name, values in times.items():
+        print(f"  {name:12s} " + " ".join(f"{v:.2f}" for v in values) + " s")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(simulate, workload, config_for(setup, "ares"))
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-    base = statistics.median(times["least-kv"])
+    least = statistics.median(times["least-kv"])
     ares = statistics.median(times["ares"])
-    ratio = ares / base
+    ratio = ares / least
     print(
-        f"least_kv_s={base:.2f} ares_s={ares:.2f} ratio={ratio:.2f} target={TARGET:g} "
+        f"least_kv_s={least:.2f} ares_s={ares:.2f} ratio={ratio:.2f} target={TARGET:g} "
         f"met={'yes' if ratio <= TARGET else 'no'}"
     )
 
