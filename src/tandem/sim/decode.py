@@ -309,12 +309,25 @@ class DecodeInstance:
         # ``kv_used_tokens``, ``kv_pending_tokens`` and ``num_pending`` written out: this is
         # read for most instances at every placement.
         running = len(self._running)
-        used = self._kv_tokens + self._steps_now() * running
+        k = self._steps_now()
+        # ``projected_kv_tokens``'s common case (no rebuild due, nobody to score) written out.
+        predictor = self.predictor
+        steps = self.steps + k
+        if (
+            predictor is not None
+            and horizon_tokens == self._proj_horizon
+            and steps - self._proj_ref < predictor.refresh_tokens
+            and not self._proj_unscored
+            and predictor.enabled
+        ):
+            projected: float | None = self._proj_sum + self._proj_growing * (steps - self._proj_ref)
+        else:
+            projected = self.projected_kv_tokens(horizon_tokens)
         return (
-            used,
+            self._kv_tokens + k * running,
             self.kv_reserved_tokens + self._waiting_tokens,
             running + len(self._waiting) + self._num_in_transfer + len(self._joiners),
-            self.projected_kv_tokens(horizon_tokens),
+            projected,
             self._cache_next_s if self._busy else math.inf,
         )
 
