@@ -789,6 +789,13 @@ DISTSERVE_ITERATION_MS = np.array([2.0, 0.0, 1e-4])
 DISTSERVE_PREFILL_ITERATION_MS = np.array([2.0, 1e-4, 0.0])
 
 
+def _distserve_decode(abc: list[float]) -> np.ndarray:
+    """DistServe's decode fit ``a + b * sum(ctx + 1) + c * B`` as ``(a, c + b, b)`` in our
+    column order, plus its worker's per-iteration cost."""
+    a, b, c = abc
+    return np.array([a, c + b, b]) + DISTSERVE_ITERATION_MS
+
+
 def distserve_profiles(data: Path) -> list[dict]:
     """DistServe's fitted coefficients for OPT on A100 (its DistServe-engine file)."""
     path = data / "distserve_profile" / "profiler-a100-80g.distserve.json"
@@ -803,26 +810,8 @@ def distserve_profiles(data: Path) -> list[dict]:
             threshold = int(c["decoding_large_small_bs_threshold"])
             # DistServe: a + b * sum(ctx + 1) + c * B  ->  (a, c + b, b) in our column order,
             # plus its worker's per-iteration cost (2 ms + 1e-4 ms per context token).
-            small = (
-                np.array(
-                    [
-                        c["decoding_smallbs"][0],
-                        c["decoding_smallbs"][2] + c["decoding_smallbs"][1],
-                        c["decoding_smallbs"][1],
-                    ]
-                )
-                + DISTSERVE_ITERATION_MS
-            )
-            large = (
-                np.array(
-                    [
-                        c["decoding_largebs"][0],
-                        c["decoding_largebs"][2] + c["decoding_largebs"][1],
-                        c["decoding_largebs"][1],
-                    ]
-                )
-                + DISTSERVE_ITERATION_MS
-            )
+            small = _distserve_decode(c["decoding_smallbs"])
+            large = _distserve_decode(c["decoding_largebs"])
             # Elementwise max: a bigger batch never steps faster at the threshold.
             large = np.maximum(large, small)
             doc = base_doc(
