@@ -562,25 +562,20 @@ def splitwise_held_out(pts: Points) -> np.ndarray:
 def segments_doc(prefill: Segments, decode: Segments) -> dict:
     """Coefficients (ms in the fit) as the profile file's segments in seconds."""
     return {
-        "prefill": [
-            {
-                "min_batch_tokens": int(start),
-                "base_s": float(c[0]) / 1e3,
-                "per_token_s": float(c[1]) / 1e3,
-                "per_token_sq_s": float(c[2]) / 1e3,
-            }
-            for start, c in prefill
-        ],
-        "decode": [
-            {
-                "min_batch_size": int(start),
-                "base_s": float(c[0]) / 1e3,
-                "per_request_s": float(c[1]) / 1e3,
-                "per_context_token_s": float(c[2]) / 1e3,
-            }
-            for start, c in decode
-        ],
+        "prefill": _segments(
+            prefill, "min_batch_tokens", ("base_s", "per_token_s", "per_token_sq_s")
+        ),
+        "decode": _segments(
+            decode, "min_batch_size", ("base_s", "per_request_s", "per_context_token_s")
+        ),
     }
+
+
+def _segments(segments: Segments, start_key: str, names: tuple[str, str, str]) -> list[dict]:
+    return [
+        {start_key: int(start), **{name: float(c[i]) / 1e3 for i, name in enumerate(names)}}
+        for start, c in segments
+    ]
 
 
 def points_doc(pts: Points) -> list[dict]:
