@@ -305,27 +305,17 @@ class OperatorSum:
         all_reduce = 2 * self.aic.all_reduce_ms(self.tp, num_tokens * m.hidden_size)
         return emb + lm_head + m.num_layers * (self._layer_linear_ms(num_tokens) + all_reduce)
 
-    def prefill_ms(self, batch: int, prompt_len: int) -> float:
+    def _attention_ms(self, phase: str, batch: int, length: float) -> float:
         m = self.model
-        attn = self.aic.attention_ms(
-            "context",
-            m.num_attention_heads // self.tp,
-            max(1, m.num_kv_heads // self.tp),
-            batch,
-            prompt_len,
-        )
-        return self._common_ms(batch * prompt_len, batch) + m.num_layers * attn
+        heads, kv_heads = m.num_attention_heads // self.tp, max(1, m.num_kv_heads // self.tp)
+        return m.num_layers * self.aic.attention_ms(phase, heads, kv_heads, batch, length)
+
+    def prefill_ms(self, batch: int, prompt_len: int) -> float:
+        attention = self._attention_ms("context", batch, prompt_len)
+        return self._common_ms(batch * prompt_len, batch) + attention
 
     def decode_ms(self, batch: int, context_len: float) -> float:
-        m = self.model
-        attn = self.aic.attention_ms(
-            "generation",
-            m.num_attention_heads // self.tp,
-            max(1, m.num_kv_heads // self.tp),
-            batch,
-            context_len,
-        )
-        return self._common_ms(batch, batch) + m.num_layers * attn
+        return self._common_ms(batch, batch) + self._attention_ms("generation", batch, context_len)
 
 
 # --------------------------------------------------------------------------------------------
