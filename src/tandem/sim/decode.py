@@ -61,13 +61,17 @@ VECTORISED = True
 
 
 class _WaitingViews(Sequence[WaitingRequestView]):
-    """``DecodeInstance.waiting()``: views of a snapshot of the queue, built as they are read
-    (the same values as building them all at once: a prediction depends only on the request
-    and its tokens generated)."""
+    """``DecodeInstance.waiting()``: views of the queue, built as they are read (the same
+    values as building them all at once: a prediction depends only on the request and its
+    tokens generated). The queue is not copied (under overload it holds thousands, and a
+    rescheduler reads it at every tick): the views are valid until the instance changes, which
+    is never while a policy decides."""
 
     __slots__ = ("_requests", "_predictor")
 
-    def __init__(self, requests: list[SimRequest], predictor: PredictionSource | None) -> None:
+    def __init__(
+        self, requests: deque[SimRequest] | list[SimRequest], predictor: PredictionSource | None
+    ) -> None:
         self._requests = requests
         self._predictor = predictor
 
@@ -95,7 +99,7 @@ class _WaitingViews(Sequence[WaitingRequestView]):
 
     def __getitem__(self, index: int | slice) -> WaitingRequestView | list[WaitingRequestView]:
         if isinstance(index, slice):
-            return [self._view(r) for r in self._requests[index]]
+            return [self._view(r) for r in list(self._requests)[index]]
         return self._view(self._requests[index])
 
 
@@ -255,7 +259,7 @@ class DecodeInstance:
         queue holds thousands and a rescheduler reads its head)."""
         predictor = self.predictor
         views = _WaitingViews(
-            list(self._waiting), predictor if predictor is not None and predictor.enabled else None
+            self._waiting, predictor if predictor is not None and predictor.enabled else None
         )
         return views if VECTORISED else list(views)
 
