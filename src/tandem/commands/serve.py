@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from tandem.control.admission import DEFAULT_ADMISSION_MAX_WAIT_S
 from tandem.errors import ConfigError, InputFormatError, require_file
 
 
@@ -70,6 +71,11 @@ def serve_command(
     prediction_refresh_tokens: int = typer.Option(20, help="Refresh predictions every N tokens."),
     admission: str = typer.Option(
         "greedy", help="Decode admission: greedy, or predictive (the predicted KV peak must fit)."
+    ),
+    admission_max_wait_s: float = typer.Option(
+        DEFAULT_ADMISSION_MAX_WAIT_S,
+        help="Predictive admission holds a request back at most this long, then admits it when "
+        "it fits now (inf: until the predicted peak fits).",
     ),
     rescheduler: str = typer.Option(
         "none",
@@ -168,6 +174,7 @@ def serve_command(
         prediction=prediction,
         prediction_refresh_tokens=prediction_refresh_tokens,
         admission=admission,
+        admission_max_wait_s=admission_max_wait_s,
         rescheduler=rescheduler,
         reschedule_interval_s=reschedule_interval_ms / 1000.0,
         reschedule_horizon_tokens=reschedule_horizon,

@@ -15,6 +15,8 @@ available to anyone else.
   promising memory to an incoming migration).
 - ``fits_predicted``: the extra test of predictive admission (ARES predictions in the data
   plane): the projected KV peak of the batch with the newcomer must fit.
+- ``admission_hold_until``: how long that test may hold a request back; past it, greedy
+  admission alone decides.
 - ``next_step_overflows`` and ``num_to_preempt``: preemption of the newest running requests
   when the next step would not fit.
 - ``admission_priority``: the order of the waiting queue. ``fcfs`` (vLLM's) serves it in
@@ -32,6 +34,10 @@ from tandem.control.ares import projected_peak_kv
 
 #: Predictive admission projects every request to its predicted end (no horizon).
 NO_HORIZON_TOKENS = 1 << 40
+
+#: Predictions may hold a request back this long after it started waiting on an instance
+#: (``admission_hold_until``).
+DEFAULT_ADMISSION_MAX_WAIT_S = 1.0
 
 #: Orders of the waiting queue (``admission_priority``).
 ADMISSION_ORDERS = ("fcfs", "shortest-predicted")
@@ -52,6 +58,20 @@ def admission_priority(
     tokens. A slow aging rate is nearly shortest-job-first, a fast one nearly FCFS. Requests
     preempted and waiting to resume are not ordered by this: they go first (as in vLLM)."""
     return arrival_s + max(0.0, predicted_remaining_tokens) / aging_tokens_per_s
+
+
+def admission_hold_until(waiting_since_s: float, max_wait_s: float) -> float:
+    """Until when predictive admission (``fits_predicted``) may hold back a request that
+    started waiting on this instance at ``waiting_since_s`` (placed there, or preempted there):
+    ``waiting_since_s + max_wait_s``. From then on ``can_admit`` alone decides; ``inf`` never
+    gives up.
+
+    Why a bound (docs/rescheduling.md, "Bounded wait"): the projected peak runs every request to
+    its predicted end, minutes ahead for long answers, and holding a request that fits now
+    until that whole future fits left memory idle that arrivals, departures and migrations
+    would have changed long before; with long outputs predictive admission then met the SLOs
+    for fewer requests than greedy admission. A zero bound is greedy admission."""
+    return waiting_since_s + max_wait_s
 
 
 def can_admit(

@@ -29,7 +29,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from tandem.control.admission import can_admit, fits_predicted, num_to_preempt
+from tandem.control.admission import (
+    admission_hold_until,
+    can_admit,
+    fits_predicted,
+    num_to_preempt,
+)
 from tandem.serve.messages import (
     DecodeTask,
     KVHandoff,
@@ -62,6 +67,8 @@ class _Waiting:
     handoff: Any
     recompute: bool = False
     generated: int = 1
+    #: When it started waiting here (``time.monotonic``): placed here, or preempted here.
+    since_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -150,6 +157,7 @@ class DecodeWorker(Worker):
             waiting = _Waiting(task.request_id, task.kv_tokens, handoff, True, generated)
         else:
             waiting = _Waiting(task.request_id, task.kv_tokens, handoff)
+        waiting.since_s = time.monotonic()
         self._waiting.append(waiting)
         self._limits[task.request_id] = (task.max_new_tokens, task.ignore_eos)
         return None
@@ -190,6 +198,8 @@ class DecodeWorker(Worker):
             return fits
         if not self._running:
             return True  # an idle worker always admits, so nothing waits forever
+        if time.monotonic() >= admission_hold_until(head.since_s, self.config.admission_max_wait_s):
+            return True  # predictions held it back long enough: the greedy rule decides
         # Predictive admission: the batch's projected KV peak with the head must fit. A request
         # without a prediction is assumed to run to its max_tokens (the safe side).
         batch = [
@@ -261,7 +271,12 @@ class DecodeWorker(Worker):
             generated = len(handoff.output_token_ids)
             self._waiting.appendleft(
                 _Waiting(
-                    request_id, running.num_tokens, handoff, recompute=True, generated=generated
+                    request_id,
+                    running.num_tokens,
+                    handoff,
+                    recompute=True,
+                    generated=generated,
+                    since_s=time.monotonic(),
                 )
             )
             self._num_preemptions += 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tandem.control.admission import DEFAULT_ADMISSION_MAX_WAIT_S
 from tandem.engine.sampling import SamplingParams
 
 ROLE_PREFILL = "prefill"
@@ -47,6 +48,9 @@ class WorkerConfig:
     prediction: str = "none"
     prediction_refresh_tokens: int = 20
     admission: str = "greedy"
+    #: Decode only: how long predictive admission may hold a request back
+    #: (``control.admission.admission_hold_until``).
+    admission_max_wait_s: float = DEFAULT_ADMISSION_MAX_WAIT_S
     #: Decode only: a migration's memory reserved here is freed if its last stage has not
     #: arrived this many seconds after the reservation.
     migration_timeout_s: float = 10.0

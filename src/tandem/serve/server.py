@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from tandem.control.admission import DEFAULT_ADMISSION_MAX_WAIT_S
 from tandem.control.policies import DecodeRescheduler
 from tandem.errors import ConfigError
 from tandem.serve.backends import BACKENDS, Backend, RayOptions
@@ -66,6 +67,8 @@ class ServeConfig:
     prediction: str = "none"
     prediction_refresh_tokens: int = 20
     admission: str = "greedy"
+    #: How long predictive admission may hold a request back (``inf``: until it fits).
+    admission_max_wait_s: float = DEFAULT_ADMISSION_MAX_WAIT_S
     #: Decode rescheduler whose migrations the Controller carries out live (``serve.migration``),
     #: its period, horizon and per-request cooldown, and how long a destination holds memory
     #: for a migration whose last stage has not come.
@@ -105,6 +108,11 @@ class ServeConfig:
             raise ConfigError(
                 "--admission predictive needs predictions: --prediction oracle, progress-mean, "
                 "head or head:CKPT"
+            )
+        if not self.admission_max_wait_s >= 0:
+            raise ConfigError(
+                f"--admission-max-wait-s must be >= 0 (inf: no bound), got "
+                f"{self.admission_max_wait_s}"
             )
         if self.prediction_refresh_tokens < 1:
             raise ConfigError("--prediction-refresh-tokens must be >= 1")
@@ -172,6 +180,7 @@ class ServeConfig:
                 prediction=self.prediction,
                 prediction_refresh_tokens=self.prediction_refresh_tokens,
                 admission=self.admission,
+                admission_max_wait_s=self.admission_max_wait_s,
                 migration_timeout_s=self.migration_timeout_s,
             )
             for i in range(self.num_decode)

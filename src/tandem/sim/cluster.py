@@ -36,7 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tandem.control.admission import ADMISSION_ORDERS, DEFAULT_AGING_TOKENS_PER_S
+from tandem.control.admission import (
+    ADMISSION_ORDERS,
+    DEFAULT_ADMISSION_MAX_WAIT_S,
+    DEFAULT_AGING_TOKENS_PER_S,
+)
 from tandem.control.ares import AresPlacement
 from tandem.control.policies import (
     DecodePlacementPolicy,
@@ -90,7 +94,7 @@ class ClusterConfig:
     #: Predictive admission holds a request back for at most this long after it started
     #: waiting on an instance (placed or preempted there); past it, greedy admission decides.
     #: ``inf``: no bound (before issue 19; slower than greedy on long outputs).
-    admission_max_wait_s: float = 1.0
+    admission_max_wait_s: float = DEFAULT_ADMISSION_MAX_WAIT_S
     #: Order of each decode instance's waiting queue (``control.admission.admission_priority``):
     #: ``fcfs`` or ``shortest-predicted`` (needs a prediction source), aged at
     #: ``admission_aging_tokens_per_s``.

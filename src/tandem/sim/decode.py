@@ -40,6 +40,7 @@ import numpy as np
 from tandem.control.admission import (
     DEFAULT_AGING_TOKENS_PER_S,
     NO_HORIZON_TOKENS,
+    admission_hold_until,
     admission_priority,
     can_admit,
     fits_predicted,
@@ -717,7 +718,7 @@ class DecodeInstance:
             if self._predictive_admission:
                 # Predictions may hold a request back for a bounded time only: past it, the
                 # greedy rule alone decides (docs/rescheduling.md, "bounded wait").
-                until = request.waiting_since_s + self._admission_max_wait_s
+                until = admission_hold_until(request.waiting_since_s, self._admission_max_wait_s)
                 if now_s < until and not self._fits_predicted(request):
                     if until < math.inf:
                         self._held_until_s = until
