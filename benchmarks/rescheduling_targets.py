@@ -11,7 +11,9 @@ prints ARES (error-model predictions) against the targets:
 - P99 TPOT at least 75% below round-robin's, at ares's highest 90% load and at round-robin's;
 - the fewest preemptions of the non-oracle policies at both loads.
 
-Ratios are per seed; the figure is their median and the noise their spread (min..max).
+Ratios are per seed; the figure is their median and the noise their spread (min..max). The
+load searches start at half the load the decode memory sustains
+(``experiments.rescheduling.decode_capacity_rps``).
 
     .venv/bin/python benchmarks/rescheduling_targets.py [--profile llama2-70b_a100_tp2] \
         [--decode 16] [--output-scale 1] [--seeds 0,1,2] [--window-s auto] [--rel-tol 0.02]
@@ -29,7 +31,12 @@ import time
 import warnings
 from typing import Any
 
-from tandem.experiments.rescheduling import Setup, run_cell, steady_window_s
+from tandem.experiments.rescheduling import (
+    Setup,
+    decode_capacity_rps,
+    run_cell,
+    steady_window_s,
+)
 from tandem.metrics.serving import parse_slo
 from tandem.perf.registry import get_profile
 from tandem.workload import load_workload
@@ -67,6 +74,11 @@ def main() -> None:
     else:
         window = float(args.window_s)
     seeds = [int(s) for s in args.seeds.split(",")]
+    # The searches start at half what the decode memory sustains (round-robin's 90% load is
+    # about that on servegen-r1), not at the trace's own rate: for llama2-70b that rate is 6x
+    # (outputs x2: 20x) round-robin's answer, and the overloaded probes on the way down were
+    # most of the run.
+    start_scale = 0.5 * decode_capacity_rps(trace, cost, args.decode) / trace.rate_rps
     setting = (
         f"{args.workload} outputs x{args.output_scale:g}, {args.profile}, "
         f"{args.decode}P{args.decode}D, {window:.0f} s window, SLO {SLO}"
@@ -85,7 +97,7 @@ def main() -> None:
                 setup,
                 list(POLICIES),
                 max_goodput=True,
-                start_scale=args.decode / 16,
+                start_scale=start_scale,
                 rel_tol=args.rel_tol,
             )
         _report(seed, cell)

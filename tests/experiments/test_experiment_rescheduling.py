@@ -159,6 +159,24 @@ def test_the_window_is_sized_by_the_lifetimes_of_the_requests_holding_the_memory
     assert mixed.step_s > cost.decode_step_time_s(1, 1000)
 
 
+def test_decode_capacity_is_memory_over_the_token_steps_a_request_holds() -> None:
+    """Requests of 1,000 prompt and 100 output tokens hold (1,000 + 50) x 100 token-steps each;
+    instances of C tokens stepping in s seconds with a full batch sustain C / (105,000 s) a
+    second each, twice that with twice the instances."""
+    from tandem.experiments.rescheduling import decode_capacity_rps
+    from tandem.perf.registry import get_profile
+
+    cost = get_profile("llama2-70b_a100_tp2")
+    trace = _synthetic([100] * 20)
+    batch = cost.kv_capacity_tokens // 1050
+    step = cost.decode_step_time_s(batch, batch * 1050)
+    one = decode_capacity_rps(trace, cost, 1)
+    assert one == pytest.approx(cost.kv_capacity_tokens / (105_000 * step))
+    assert decode_capacity_rps(trace, cost, 2) == pytest.approx(2 * one)
+    longer = decode_capacity_rps(_synthetic([200] * 20), cost, 1)
+    assert longer < one / 2  # twice the output holds more than twice the token-steps
+
+
 def test_a_seed_replays_another_sample_of_the_same_trace() -> None:
     from tandem.experiments.rescheduling import Setup
     from tandem.metrics.serving import parse_slo

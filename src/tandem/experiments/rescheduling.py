@@ -114,6 +114,29 @@ def steady_window_s(
     return WindowEstimate(window, weighted, step)
 
 
+def decode_capacity_rps(
+    trace: Workload, cost: CostModel, num_decode: int, max_batch_size: int = 256
+) -> float:
+    """Requests per second that ``num_decode`` instances' KV memory sustains at best: each holds
+    ``kv_capacity_tokens``, a request occupies ``(prompt + output / 2) * output`` token-steps on
+    average, and a step of a batch that fills memory with mean requests takes what the profile
+    says. No policy reaches it (memory is never all in use); load searches start from a share
+    of it instead of a rate scale that, for a large model, can be many times past the answer
+    (and overloaded runs are the slowest to simulate)."""
+    requests = trace.requests
+    if not requests:
+        raise ConfigError("the workload has no requests to estimate a capacity by")
+    out = np.fromiter((r.output_tokens for r in requests), np.float64, len(requests))
+    prompt = np.fromiter((r.prompt_tokens for r in requests), np.float64, len(requests))
+    held = float(((prompt + out / 2) * out).mean())
+    context = float((prompt + out / 2).mean())
+    batch = int(max(1, min(max_batch_size, cost.kv_capacity_tokens // max(1.0, context))))
+    with warnings.catch_warnings():  # an estimate
+        warnings.simplefilter("ignore")
+        step = cost.decode_step_time_s(batch, int(batch * context))
+    return num_decode * cost.kv_capacity_tokens / max(held * step, 1e-12)
+
+
 @dataclass(frozen=True)
 class Setup:
     """One cell of the experiment: a trace on a cluster under SLOs, replayed for ``window_s``
