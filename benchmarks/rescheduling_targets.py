@@ -75,8 +75,8 @@ def main() -> None:
         window = float(args.window_s)
     seeds = [int(s) for s in args.seeds.split(",")]
     # The searches start at half what the decode memory sustains (round-robin's 90% load is
-    # about that on servegen-r1), not at the trace's own rate: for llama2-70b that rate is 6x
-    # (outputs x2: 20x) round-robin's answer, and the overloaded probes on the way down were
+    # about that on servegen-r1), not at the trace's own rate: for llama2-70b that rate is 12x
+    # (outputs x2: 41x) round-robin's answer, and the overloaded probes on the way down were
     # most of the run.
     start_scale = 0.5 * decode_capacity_rps(trace, cost, args.decode) / trace.rate_rps
     setting = (
