@@ -81,6 +81,25 @@ class WindowEstimate:
         return self.weighted_output_tokens * self.step_s
 
 
+def _lengths_and_full_step(
+    trace: Workload, cost: CostModel, max_batch_size: int, purpose: str
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The trace's output and prompt lengths, and the decode step of a batch that fills the
+    memory with mean-sized requests (``(prompt + output / 2)`` tokens each, the batch limit
+    permitting): what ``steady_window_s`` and ``decode_capacity_rps`` estimate from."""
+    requests = trace.requests
+    if not requests:
+        raise ConfigError(f"the workload has no requests to {purpose}")
+    out = np.fromiter((r.output_tokens for r in requests), np.float64, len(requests))
+    prompt = np.fromiter((r.prompt_tokens for r in requests), np.float64, len(requests))
+    context = float((prompt + out / 2).mean())
+    batch = int(max(1, min(max_batch_size, cost.kv_capacity_tokens // max(1.0, context))))
+    with warnings.catch_warnings():  # an estimate: the measured range is checked by the runs
+        warnings.simplefilter("ignore")
+        step = cost.decode_step_time_s(batch, int(batch * context))
+    return out, prompt, step
+
+
 def steady_window_s(
     trace: Workload,
     cost: CostModel,
@@ -98,18 +117,9 @@ def steady_window_s(
     is ``lifetimes`` of them, and at least ``minimum_s``. At any load: the lifetime is a property
     of the requests and the engine, not of the arrival rate.
     """
-    requests = trace.requests
-    if not requests:
-        raise ConfigError("the workload has no requests to size a window by")
-    out = np.fromiter((r.output_tokens for r in requests), np.float64, len(requests))
-    prompt = np.fromiter((r.prompt_tokens for r in requests), np.float64, len(requests))
+    out, prompt, step = _lengths_and_full_step(trace, cost, max_batch_size, "size a window by")
     held = (prompt + out / 2) * out
     weighted = float((held * out).sum() / held.sum()) if held.sum() > 0 else 0.0
-    context = float((prompt + out / 2).mean())
-    batch = int(max(1, min(max_batch_size, cost.kv_capacity_tokens // max(1.0, context))))
-    with warnings.catch_warnings():  # an estimate: the measured range is checked by the runs
-        warnings.simplefilter("ignore")
-        step = cost.decode_step_time_s(batch, int(batch * context))
     window = max(minimum_s, lifetimes * weighted * step)
     return WindowEstimate(window, weighted, step)
 
@@ -123,17 +133,10 @@ def decode_capacity_rps(
     says. No policy reaches it (memory is never all in use); load searches start from a share
     of it instead of a rate scale that, for a large model, can be many times past the answer
     (and overloaded runs are the slowest to simulate)."""
-    requests = trace.requests
-    if not requests:
-        raise ConfigError("the workload has no requests to estimate a capacity by")
-    out = np.fromiter((r.output_tokens for r in requests), np.float64, len(requests))
-    prompt = np.fromiter((r.prompt_tokens for r in requests), np.float64, len(requests))
+    out, prompt, step = _lengths_and_full_step(
+        trace, cost, max_batch_size, "estimate a capacity by"
+    )
     held = float(((prompt + out / 2) * out).mean())
-    context = float((prompt + out / 2).mean())
-    batch = int(max(1, min(max_batch_size, cost.kv_capacity_tokens // max(1.0, context))))
-    with warnings.catch_warnings():  # an estimate
-        warnings.simplefilter("ignore")
-        step = cost.decode_step_time_s(batch, int(batch * context))
     return num_decode * cost.kv_capacity_tokens / max(held * step, 1e-12)
 
 
