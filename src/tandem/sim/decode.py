@@ -280,10 +280,13 @@ class DecodeInstance:
         growing terms; joins add a term, departures remove theirs. Every ``refresh_tokens``
         steps (when predictions refresh) the sum is rebuilt from fresh predictions.
         """
+        return self._projected_at(self.steps + self._steps_now(), horizon_tokens)
+
+    def _projected_at(self, steps: int, horizon_tokens: int) -> float | None:
+        """``projected_kv_tokens`` with the instance's step count as of now (``steps``)."""
         predictor = self.predictor
         if predictor is None or not predictor.enabled:
             return None
-        steps = self.steps + self._steps_now()
         if (
             horizon_tokens != self._proj_horizon
             or steps - self._proj_ref >= predictor.refresh_tokens
@@ -311,28 +314,15 @@ class DecodeInstance:
     def placement_row(self, horizon_tokens: int) -> tuple[int, int, int, float | None, float]:
         """KV used, KV pending, requests running or pending, projected KV, and the time until
         which they hold unless ``changed`` is told otherwise (the next step's end)."""
-        # ``kv_used_tokens``, ``kv_pending_tokens`` and ``num_pending`` written out: this is
-        # read for most instances at every placement.
+        # ``kv_used_tokens``, ``kv_pending_tokens`` and ``num_pending`` written out, and the
+        # steps read once: this is read for most instances at every placement.
         running = len(self._running)
         k = self._steps_now()
-        # ``projected_kv_tokens``'s common case (no rebuild due, nobody to score) written out.
-        predictor = self.predictor
-        steps = self.steps + k
-        if (
-            predictor is not None
-            and horizon_tokens == self._proj_horizon
-            and steps - self._proj_ref < predictor.refresh_tokens
-            and not self._proj_unscored
-            and predictor.enabled
-        ):
-            projected: float | None = self._proj_sum + self._proj_growing * (steps - self._proj_ref)
-        else:
-            projected = self.projected_kv_tokens(horizon_tokens)
         return (
             self._kv_tokens + k * running,
             self.kv_reserved_tokens + self._waiting_tokens,
             running + len(self._waiting) + self._num_in_transfer + len(self._joiners),
-            projected,
+            self._projected_at(self.steps + k, horizon_tokens),
             self._cache_next_s if self._busy else math.inf,
         )
 
