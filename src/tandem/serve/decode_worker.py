@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.control.admission import (
@@ -68,7 +68,7 @@ class _Waiting:
     recompute: bool = False
     generated: int = 1
     #: When it started waiting here (``time.monotonic``): placed here, or preempted here.
-    since_s: float = 0.0
+    since_s: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -157,7 +157,6 @@ class DecodeWorker(Worker):
             waiting = _Waiting(task.request_id, task.kv_tokens, handoff, True, generated)
         else:
             waiting = _Waiting(task.request_id, task.kv_tokens, handoff)
-        waiting.since_s = time.monotonic()
         self._waiting.append(waiting)
         self._limits[task.request_id] = (task.max_new_tokens, task.ignore_eos)
         return None
@@ -271,12 +270,7 @@ class DecodeWorker(Worker):
             generated = len(handoff.output_token_ids)
             self._waiting.appendleft(
                 _Waiting(
-                    request_id,
-                    running.num_tokens,
-                    handoff,
-                    recompute=True,
-                    generated=generated,
-                    since_s=time.monotonic(),
+                    request_id, running.num_tokens, handoff, recompute=True, generated=generated
                 )
             )
             self._num_preemptions += 1

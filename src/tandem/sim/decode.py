@@ -77,11 +77,8 @@ class _WaitingViews(Sequence[WaitingRequestView]):
         self._predictor = predictor
 
     def _view(self, request: SimRequest) -> WaitingRequestView:
-        predicted = (
-            None
-            if self._predictor is None
-            else self._predictor.remaining_many([request], [request.generated])[0]
-        )
+        predictor = self._predictor
+        predicted = None if predictor is None else predictor.remaining(request, request.generated)
         return WaitingRequestView(
             request.request_id, request.need_tokens, request.generated, predicted
         )
@@ -258,10 +255,7 @@ class DecodeInstance:
     def waiting(self) -> Sequence[WaitingRequestView]:
         """The waiting queue as of now; each view is built when it is read (under overload the
         queue holds thousands and a rescheduler reads its head)."""
-        predictor = self.predictor
-        views = _WaitingViews(
-            self._waiting, predictor if predictor is not None and predictor.enabled else None
-        )
+        views = _WaitingViews(self._waiting, self.predictor)
         return views if VECTORISED else list(views)
 
     def _predictions(self, requests: list[SimRequest], generated: list[int]) -> list[float | None]:
